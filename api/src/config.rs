@@ -1,0 +1,24 @@
+//! `krane-api` flags; each can also be set through the environment variable named with it.
+
+use clap::Parser;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "krane-api",
+    version,
+    about = "krane GatewayService API (Connect + gRPC)"
+)]
+pub struct ApiConfig {
+    /// Address to serve Connect and gRPC on.
+    #[arg(long, env = "KRANE_API_LISTEN", default_value = "0.0.0.0:7070")]
+    pub listen: SocketAddr,
+
+    /// NATS server URL.
+    #[arg(long, env = "KRANE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "KRANE_LOG_JSON")]
+    pub log_json: bool,
+}

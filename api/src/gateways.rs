@@ -1,0 +1,101 @@
+//! GatewayService handlers. Create and Delete publish a command and fold it into the KV record
+//! before answering, so a Get right after shows the new intent (PENDING or TERMINATING
+//! instances); Get only reads the record.
+
+use crate::errors::{invalid, storage};
+use axum::extract::State;
+use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
+use krane_core::command::Command;
+use krane_core::log::EventLog;
+use krane_core::spec::{GatewaySpec, validate_key};
+use krane_proto::krane::v1::{
+    CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, DeleteGatewayResponse,
+    GatewayStatus, GetGatewayRequest, GetGatewayResponse,
+};
+use tracing::info;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub log: EventLog,
+}
+
+type Reply<T> = Result<ConnectResponse<T>, ConnectError>;
+
+pub async fn create_gateway(
+    State(state): State<ApiState>,
+    ConnectRequest(request): ConnectRequest<CreateGatewayRequest>,
+) -> Reply<CreateGatewayResponse> {
+    let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let key = spec.key();
+    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    let command = Command::Create { spec };
+    if let Some(record) = &stored.record
+        && record.intent == command
+        && record.overall_status() != GatewayStatus::Failed
+    {
+        // The same spec again: nothing to do. (A FAILED gateway is retried instead.)
+        info!(gateway = %key, "create repeats the current spec; no-op");
+        return Ok(ConnectResponse::new(CreateGatewayResponse {
+            status: record.overall_status() as i32,
+        }));
+    }
+    let seq = state
+        .log
+        .publish_command(&command, &command.message_id(stored.revision))
+        .await
+        .map_err(storage)?;
+    state
+        .log
+        .project_command(seq, &command)
+        .await
+        .map_err(storage)?;
+    info!(gateway = %key, seq, "create accepted");
+    Ok(ConnectResponse::new(CreateGatewayResponse {
+        status: GatewayStatus::Pending as i32,
+    }))
+}
+
+pub async fn get_gateway(
+    State(state): State<ApiState>,
+    ConnectRequest(request): ConnectRequest<GetGatewayRequest>,
+) -> Reply<GetGatewayResponse> {
+    let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
+    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    match stored.record {
+        Some(record) if !record.is_gone() => Ok(ConnectResponse::new(GetGatewayResponse {
+            instances: record.proto_instances(),
+        })),
+        _ => Err(ConnectError::new_not_found(format!(
+            "gateway {key} not found"
+        ))),
+    }
+}
+
+pub async fn delete_gateway(
+    State(state): State<ApiState>,
+    ConnectRequest(request): ConnectRequest<DeleteGatewayRequest>,
+) -> Reply<DeleteGatewayResponse> {
+    let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
+    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    let already_deleting = stored
+        .record
+        .as_ref()
+        .is_none_or(|record| record.intent.desired().is_none());
+    if already_deleting {
+        info!(gateway = %key, "delete of an unknown or already deleted gateway; no-op");
+        return Ok(ConnectResponse::new(DeleteGatewayResponse {}));
+    }
+    let command = Command::delete(&key);
+    let seq = state
+        .log
+        .publish_command(&command, &command.message_id(stored.revision))
+        .await
+        .map_err(storage)?;
+    state
+        .log
+        .project_command(seq, &command)
+        .await
+        .map_err(storage)?;
+    info!(gateway = %key, seq, "delete accepted");
+    Ok(ConnectResponse::new(DeleteGatewayResponse {}))
+}

@@ -1,0 +1,105 @@
+//! Commands: what a caller asked for, stored durably on the commands stream before the API
+//! answers. A worker never trusts the command it was handed to be current: it reads the latest
+//! command of the gateway (level-triggered), so late, duplicated or replayed deliveries do no harm.
+
+use crate::names::GatewayKey;
+use crate::spec::GatewaySpec;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    /// Run `spec.replicas` containers of `spec`; replaces any earlier intent for the gateway.
+    Create { spec: GatewaySpec },
+    /// Remove every container of the gateway.
+    Delete {
+        namespace: String,
+        gateway_id: String,
+    },
+}
+
+impl Command {
+    pub fn delete(key: &GatewayKey) -> Self {
+        Self::Delete {
+            namespace: key.namespace.clone(),
+            gateway_id: key.gateway_id.clone(),
+        }
+    }
+
+    pub fn key(&self) -> GatewayKey {
+        match self {
+            Self::Create { spec } => spec.key(),
+            Self::Delete {
+                namespace,
+                gateway_id,
+            } => GatewayKey::new(namespace, gateway_id),
+        }
+    }
+
+    /// The desired spec, or `None` when the gateway should not exist.
+    pub fn desired(&self) -> Option<&GatewaySpec> {
+        match self {
+            Self::Create { spec } => Some(spec),
+            Self::Delete { .. } => None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+
+    /// `Nats-Msg-Id` for publishing this command on top of the record revision the caller saw:
+    /// a retried publish of the same decision is stored once, while the same command issued
+    /// again later (Create → Delete → Create) gets a new id because the revision moved on.
+    pub fn message_id(&self, seen_revision: u64) -> String {
+        let body = String::from_utf8_lossy(&self.encode()).into_owned();
+        crate::names::short_hash(&[&body, &seen_revision.to_string()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> GatewaySpec {
+        GatewaySpec {
+            namespace: "ns".into(),
+            gateway_id: "gw".into(),
+            workspace_id: "ws".into(),
+            image: "img:1".into(),
+            replicas: 2,
+            cpu_millicores: 100,
+            memory_mib: 32,
+        }
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        for command in [
+            Command::Create { spec: spec() },
+            Command::delete(&GatewayKey::new("ns", "gw")),
+        ] {
+            assert_eq!(Command::decode(&command.encode()).ok(), Some(command));
+        }
+    }
+
+    #[test]
+    fn message_id_dedups_retries_but_not_later_repeats() {
+        let create = Command::Create { spec: spec() };
+        assert_eq!(create.message_id(7), create.message_id(7));
+        assert_ne!(create.message_id(7), create.message_id(9));
+        let delete = Command::delete(&create.key());
+        assert_ne!(create.message_id(7), delete.message_id(7));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(Command::decode(b"{\"kind\":\"explode\"}").is_err());
+        assert!(Command::decode(b"\xff").is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! The durable side of krane on NATS JetStream: the commands stream, the events stream and the
+//! `krane_gateways` KV bucket projected from them. Both binaries open it with [`EventLog::open`],
+//! which creates what is missing (idempotently), so either may start first.
+//!
+//! Writes to the bucket are compare-and-set on the key's revision and fold messages with the
+//! pure functions of [`crate::record`], so concurrent writers never lose each other's updates.
+
+use crate::command::Command;
+use crate::event::InstanceObserved;
+use crate::names::{self, GatewayKey};
+use crate::record::GatewayRecord;
+use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, stream};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::{debug, info};
+
+/// Commands kept per gateway: only the last one matters to workers and to the projection;
+/// the rest is history for inspection.
+const COMMANDS_KEPT_PER_GATEWAY: i64 = 64;
+/// Events kept per replica (again only the last one shapes the record).
+const EVENTS_KEPT_PER_REPLICA: i64 = 16;
+/// Window in which a retried publish with the same `Nats-Msg-Id` is stored once.
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// Compare-and-set attempts before giving up on a contended KV key.
+const CAS_ATTEMPTS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// NATS could not be reached or did not answer in time; retrying later may succeed.
+    #[error("NATS JetStream unavailable: {0}")]
+    Unavailable(String),
+    /// A stored message or record could not be decoded.
+    #[error("corrupt message in {location}: {reason}")]
+    Corrupt { location: String, reason: String },
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(error.to_string())
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// A stored record with the KV revision it was read at (0 = no such key).
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub record: Option<GatewayRecord>,
+    pub revision: u64,
+}
+
+/// Handles on the streams and the bucket.
+#[derive(Clone)]
+pub struct EventLog {
+    jetstream: jetstream::Context,
+    commands: stream::Stream,
+    events: stream::Stream,
+    gateways: kv::Store,
+}
+
+impl EventLog {
+    /// Creates the streams and the bucket if missing and returns handles on them.
+    pub async fn open(jetstream: jetstream::Context) -> Result<Self> {
+        let commands = jetstream
+            .get_or_create_stream(stream::Config {
+                name: names::COMMANDS_STREAM.into(),
+                description: Some("krane gateway commands, one subject per gateway".into()),
+                subjects: vec![format!("{}.>", names::COMMANDS_SUBJECT_PREFIX)],
+                storage: stream::StorageType::File,
+                max_messages_per_subject: COMMANDS_KEPT_PER_GATEWAY,
+                duplicate_window: DEDUP_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let events = jetstream
+            .get_or_create_stream(stream::Config {
+                name: names::EVENTS_STREAM.into(),
+                description: Some("krane instance observations, one subject per replica".into()),
+                subjects: vec![format!("{}.>", names::EVENTS_SUBJECT_PREFIX)],
+                storage: stream::StorageType::File,
+                max_messages_per_subject: EVENTS_KEPT_PER_REPLICA,
+                duplicate_window: DEDUP_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let gateways = match jetstream.get_key_value(names::GATEWAYS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(kv::Config {
+                    bucket: names::GATEWAYS_BUCKET.into(),
+                    description: "krane gateway records, projected from the streams".into(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?,
+        };
+        info!("JetStream streams and KV bucket ready");
+        Ok(Self {
+            jetstream,
+            commands,
+            events,
+            gateways,
+        })
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    pub fn commands_stream(&self) -> &stream::Stream {
+        &self.commands
+    }
+
+    /// Durably stores a command; returns its sequence on the commands stream. A retry with the
+    /// same `message_id` within the dedup window returns the sequence of the first copy.
+    pub async fn publish_command(&self, command: &Command, message_id: &str) -> Result<u64> {
+        let message = PublishMessage::build()
+            .payload(command.encode().into())
+            .message_id(message_id);
+        let ack = self
+            .jetstream
+            .send_publish(command.key().command_subject(), message)
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        debug!(gateway = %command.key(), seq = ack.sequence, duplicate = ack.duplicate, "command stored");
+        Ok(ack.sequence)
+    }
+
+    /// Durably stores an observation; returns its sequence on the events stream.
+    pub async fn publish_event(&self, event: &InstanceObserved) -> Result<u64> {
+        let ack = self
+            .jetstream
+            .publish(
+                event.key().event_subject(event.replica),
+                event.encode().into(),
+            )
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(ack.sequence)
+    }
+
+    /// The gateway's latest command and its sequence: the current intent, straight from the log.
+    pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<(u64, Command)>> {
+        match self
+            .commands
+            .get_last_raw_message_by_subject(&key.command_subject())
+            .await
+        {
+            Ok(message) => {
+                let command =
+                    Command::decode(&message.payload).map_err(|error| LogError::Corrupt {
+                        location: format!("{} seq {}", names::COMMANDS_STREAM, message.sequence),
+                        reason: error.to_string(),
+                    })?;
+                Ok(Some((message.sequence, command)))
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Reads a gateway's record with its revision.
+    pub async fn load_record(&self, key: &GatewayKey) -> Result<StoredRecord> {
+        let entry = self
+            .gateways
+            .entry(key.kv_key())
+            .await
+            .map_err(unavailable)?;
+        let Some(entry) = entry else {
+            return Ok(StoredRecord {
+                record: None,
+                revision: 0,
+            });
+        };
+        let record = match entry.operation {
+            kv::Operation::Put => {
+                Some(
+                    GatewayRecord::decode(&entry.value).map_err(|error| LogError::Corrupt {
+                        location: format!("{} key {}", names::GATEWAYS_BUCKET, entry.key),
+                        reason: error.to_string(),
+                    })?,
+                )
+            }
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        Ok(StoredRecord {
+            record,
+            revision: entry.revision,
+        })
+    }
+
+    /// Folds a command into the gateway's record (compare-and-set).
+    pub async fn project_command(&self, seq: u64, command: &Command) -> Result<GatewayRecord> {
+        self.update_record(&command.key(), |record| {
+            GatewayRecord::apply_command(record, seq, command)
+        })
+        .await
+        .map(|record| record.unwrap_or_else(|| unreachable_record(command)))
+    }
+
+    /// Folds an event into the gateway's record (compare-and-set).
+    pub async fn project_event(
+        &self,
+        seq: u64,
+        event: &InstanceObserved,
+    ) -> Result<Option<GatewayRecord>> {
+        self.update_record(&event.key(), |record| {
+            GatewayRecord::apply_event(record, seq, event)
+        })
+        .await
+    }
+
+    async fn update_record(
+        &self,
+        key: &GatewayKey,
+        fold: impl Fn(Option<GatewayRecord>) -> Option<GatewayRecord>,
+    ) -> Result<Option<GatewayRecord>> {
+        let kv_key = key.kv_key();
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.load_record(key).await?;
+            let next = fold(stored.record.clone());
+            if next == stored.record {
+                return Ok(next);
+            }
+            let Some(record) = &next else {
+                return Ok(next);
+            };
+            let written = if stored.revision == 0 {
+                self.gateways
+                    .create(&kv_key, record.encode().into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| {
+                        (
+                            matches!(error.kind(), kv::CreateErrorKind::AlreadyExists),
+                            error.to_string(),
+                        )
+                    })
+            } else {
+                self.gateways
+                    .update(&kv_key, record.encode().into(), stored.revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| {
+                        (
+                            matches!(error.kind(), kv::UpdateErrorKind::WrongLastRevision),
+                            error.to_string(),
+                        )
+                    })
+            };
+            match written {
+                Ok(()) => return Ok(next),
+                Err((true, _conflict)) => continue,
+                Err((false, error)) => return Err(LogError::Unavailable(error)),
+            }
+        }
+        Err(LogError::Unavailable(format!(
+            "record {kv_key} stayed contended for {CAS_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// Every record in the bucket, keyed by KV key (for resync and for comparing after replay).
+    pub async fn all_records(&self) -> Result<BTreeMap<String, GatewayRecord>> {
+        let mut keys = self.gateways.keys().await.map_err(unavailable)?;
+        let mut records = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            let Some(gateway) = GatewayKey::from_kv_key(&key) else {
+                continue;
+            };
+            if let Some(record) = self.load_record(&gateway).await?.record {
+                records.insert(key, record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Rebuilds the bucket from the two streams: folds every stored command, then every stored
+    /// event, and writes the result, removing keys the streams do not explain. Because the
+    /// fold is order-insensitive the result equals what live writers produced.
+    pub async fn rebuild_projection(&self) -> Result<usize> {
+        let mut records: BTreeMap<String, GatewayRecord> = BTreeMap::new();
+        let mut replay =
+            |key: String, fold: &dyn Fn(Option<GatewayRecord>) -> Option<GatewayRecord>| {
+                let next = fold(records.remove(&key));
+                if let Some(record) = next {
+                    records.insert(key, record);
+                }
+            };
+        for message in self.read_all(&self.commands).await? {
+            let command = Command::decode(&message.payload).map_err(|error| LogError::Corrupt {
+                location: format!("{} seq {}", names::COMMANDS_STREAM, message.sequence),
+                reason: error.to_string(),
+            })?;
+            replay(command.key().kv_key(), &|record| {
+                GatewayRecord::apply_command(record, message.sequence, &command)
+            });
+        }
+        for message in self.read_all(&self.events).await? {
+            let event =
+                InstanceObserved::decode(&message.payload).map_err(|error| LogError::Corrupt {
+                    location: format!("{} seq {}", names::EVENTS_STREAM, message.sequence),
+                    reason: error.to_string(),
+                })?;
+            replay(event.key().kv_key(), &|record| {
+                GatewayRecord::apply_event(record, message.sequence, &event)
+            });
+        }
+        let existing = self.all_records().await?;
+        for key in existing.keys().filter(|key| !records.contains_key(*key)) {
+            self.gateways.purge(key).await.map_err(unavailable)?;
+        }
+        for (key, record) in &records {
+            self.gateways
+                .put(key, record.encode().into())
+                .await
+                .map_err(unavailable)?;
+        }
+        info!(
+            records = records.len(),
+            "projection rebuilt from the streams"
+        );
+        Ok(records.len())
+    }
+
+    /// Reads every message currently stored in a stream, in sequence order.
+    async fn read_all(&self, stream: &stream::Stream) -> Result<Vec<StoredMessage>> {
+        let mut stream = stream.clone();
+        let stored = stream.info().await.map_err(unavailable)?.state.messages;
+        if stored == 0 {
+            return Ok(Vec::new());
+        }
+        let reader = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut messages = reader.messages().await.map_err(unavailable)?;
+        let mut read = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(unavailable)?;
+            let info = message.info().map_err(unavailable)?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            read.push(StoredMessage {
+                sequence,
+                payload: message.message.payload,
+            });
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// A message read back from a stream.
+struct StoredMessage {
+    sequence: u64,
+    payload: bytes::Bytes,
+}
+
+/// `apply_command` always yields a record; this keeps the signature honest without a panic.
+fn unreachable_record(command: &Command) -> GatewayRecord {
+    let key = command.key();
+    GatewayRecord {
+        namespace: key.namespace,
+        gateway_id: key.gateway_id,
+        intent_seq: 0,
+        intent: command.clone(),
+        replicas: BTreeMap::new(),
+    }
+}
+
+/// Connects to NATS and opens the log. Fails (rather than retrying forever) when the server
+/// cannot be reached at start, so a misconfigured binary says so at once; once connected, the
+/// client reconnects on its own and JetStream calls fail fast (`request_timeout`) meanwhile.
+pub async fn connect(
+    nats_url: &str,
+    client_name: &str,
+    request_timeout: Duration,
+) -> Result<EventLog> {
+    let client = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        })
+        .connect(nats_url)
+        .await
+        .map_err(|error| LogError::Unavailable(format!("cannot connect to {nats_url}: {error}")))?;
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(request_timeout)
+        .build(client);
+    EventLog::open(jetstream).await
+}

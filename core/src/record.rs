@@ -1,0 +1,427 @@
+//! The projection: one `GatewayRecord` per gateway in the KV bucket, folded from the commands
+//! and events streams. It keeps the latest command (by stream sequence) and the latest event per
+//! replica (by stream sequence), so the result does not depend on the order in which writers
+//! apply them: live writes from the API and the workers, and a replay of both streams, agree.
+//!
+//! GetGateway reads only this record; `instances` turns it into what callers see.
+
+use crate::command::Command;
+use crate::event::{InstanceObserved, ObservedState};
+use crate::names::GatewayKey;
+use krane_proto::krane::v1::{GatewayInstance, GatewayStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    pub namespace: String,
+    pub gateway_id: String,
+    /// Sequence of `intent` on the commands stream; a command with a higher one replaces it.
+    pub intent_seq: u64,
+    pub intent: Command,
+    /// Latest observation of each replica ever seen, including replicas no longer wanted.
+    pub replicas: BTreeMap<u32, Observation>,
+}
+
+/// An event and its sequence on the events stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub seq: u64,
+    pub event: InstanceObserved,
+}
+
+/// One instance as GetGateway reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceView {
+    pub id: String,
+    pub replica: u32,
+    pub address: String,
+    pub status: GatewayStatus,
+    pub reason: String,
+    pub host_id: String,
+}
+
+impl GatewayRecord {
+    pub fn key(&self) -> GatewayKey {
+        GatewayKey::new(&self.namespace, &self.gateway_id)
+    }
+
+    /// Folds a command (at `seq` on the commands stream) into the record.
+    pub fn apply_command(record: Option<Self>, seq: u64, command: &Command) -> Option<Self> {
+        match record {
+            Some(mut record) => {
+                if seq > record.intent_seq {
+                    record.intent_seq = seq;
+                    record.intent = command.clone();
+                }
+                Some(record)
+            }
+            None => {
+                let key = command.key();
+                Some(Self {
+                    namespace: key.namespace,
+                    gateway_id: key.gateway_id,
+                    intent_seq: seq,
+                    intent: command.clone(),
+                    replicas: BTreeMap::new(),
+                })
+            }
+        }
+    }
+
+    /// Folds an event (at `seq` on the events stream) into the record. Events never create a
+    /// record: a worker applies the command it acts on before it publishes any event.
+    pub fn apply_event(record: Option<Self>, seq: u64, event: &InstanceObserved) -> Option<Self> {
+        let mut record = record?;
+        let newer = record
+            .replicas
+            .get(&event.replica)
+            .is_none_or(|known| seq > known.seq);
+        if newer {
+            record.replicas.insert(
+                event.replica,
+                Observation {
+                    seq,
+                    event: event.clone(),
+                },
+            );
+        }
+        Some(record)
+    }
+
+    /// The last observation of `replica`, if any.
+    pub fn observed(&self, replica: u32) -> Option<&InstanceObserved> {
+        self.replicas
+            .get(&replica)
+            .map(|observation| &observation.event)
+    }
+
+    /// True once a deletion finished: GetGateway answers `not_found`.
+    pub fn is_gone(&self) -> bool {
+        self.intent.desired().is_none() && self.instances().is_empty()
+    }
+
+    /// What callers see: one instance per wanted replica (PENDING until a container of the
+    /// current template reports otherwise) plus TERMINATING ones for containers still to remove.
+    pub fn instances(&self) -> Vec<InstanceView> {
+        let key = self.key();
+        let wanted = self.intent.desired();
+        let replicas = wanted.map_or(0, |spec| spec.replicas);
+        let template = wanted.map(|spec| spec.template());
+        let mut views = Vec::new();
+        for replica in 0..replicas {
+            let current = self
+                .observed(replica)
+                .filter(|seen| Some(&seen.template) == template.as_ref());
+            let (status, address, reason, host_id) = match current {
+                Some(seen) => (
+                    status_of(seen.state),
+                    seen.address.clone(),
+                    seen.reason.clone(),
+                    seen.host_id.clone(),
+                ),
+                None => pending_with_reason(self.observed(replica)),
+            };
+            views.push(InstanceView {
+                id: key.container_name(replica),
+                replica,
+                address,
+                status,
+                reason,
+                host_id,
+            });
+        }
+        let leftovers = self.replicas.iter().filter(|(replica, seen)| {
+            **replica >= replicas && seen.event.state != ObservedState::Gone
+        });
+        for (replica, seen) in leftovers {
+            views.push(InstanceView {
+                id: key.container_name(*replica),
+                replica: *replica,
+                address: seen.event.address.clone(),
+                status: GatewayStatus::Terminating,
+                reason: String::new(),
+                host_id: seen.event.host_id.clone(),
+            });
+        }
+        views
+    }
+
+    pub fn proto_instances(&self) -> Vec<GatewayInstance> {
+        self.instances()
+            .into_iter()
+            .map(|view| GatewayInstance {
+                id: view.id,
+                address: view.address,
+                status: view.status as i32,
+                reason: view.reason,
+                host_id: view.host_id,
+            })
+            .collect()
+    }
+
+    /// One status for the whole gateway: RUNNING when every instance runs, FAILED when any
+    /// failed, TERMINATING while deleting, else PENDING.
+    pub fn overall_status(&self) -> GatewayStatus {
+        let instances = self.instances();
+        if self.intent.desired().is_none() {
+            return GatewayStatus::Terminating;
+        }
+        if instances.iter().any(|i| i.status == GatewayStatus::Failed) {
+            GatewayStatus::Failed
+        } else if instances.iter().all(|i| i.status == GatewayStatus::Running) {
+            GatewayStatus::Running
+        } else {
+            GatewayStatus::Pending
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
+fn status_of(state: ObservedState) -> GatewayStatus {
+    match state {
+        ObservedState::Pending | ObservedState::Gone => GatewayStatus::Pending,
+        ObservedState::Running => GatewayStatus::Running,
+        ObservedState::Failed => GatewayStatus::Failed,
+    }
+}
+
+/// A replica without a container of the current template is PENDING; a container of an older
+/// template that is still being replaced keeps no address (it is not what was asked for).
+fn pending_with_reason(
+    previous: Option<&InstanceObserved>,
+) -> (GatewayStatus, String, String, String) {
+    let host_id = previous
+        .map(|seen| seen.host_id.clone())
+        .unwrap_or_default();
+    (
+        GatewayStatus::Pending,
+        String::new(),
+        String::new(),
+        host_id,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::GatewaySpec;
+
+    fn spec(replicas: u32, image: &str) -> GatewaySpec {
+        GatewaySpec {
+            namespace: "ns".into(),
+            gateway_id: "gw".into(),
+            workspace_id: "ws".into(),
+            image: image.into(),
+            replicas,
+            cpu_millicores: 100,
+            memory_mib: 32,
+        }
+    }
+
+    fn create(replicas: u32) -> Command {
+        Command::Create {
+            spec: spec(replicas, "img:1"),
+        }
+    }
+
+    fn seen(replica: u32, state: ObservedState, template: &str) -> InstanceObserved {
+        InstanceObserved {
+            namespace: "ns".into(),
+            gateway_id: "gw".into(),
+            replica,
+            template: template.into(),
+            state,
+            address: match state {
+                ObservedState::Running => format!("10.0.0.1:{}", 30000 + replica),
+                _ => String::new(),
+            },
+            reason: match state {
+                ObservedState::Failed => "image not found".into(),
+                _ => String::new(),
+            },
+            host_id: "h1".into(),
+        }
+    }
+
+    fn statuses(record: &GatewayRecord) -> Vec<GatewayStatus> {
+        record.instances().iter().map(|i| i.status).collect()
+    }
+
+    #[test]
+    fn a_new_create_shows_one_pending_instance_per_replica() {
+        let record = GatewayRecord::apply_command(None, 1, &create(3)).expect("record");
+        assert_eq!(statuses(&record), vec![GatewayStatus::Pending; 3]);
+        let ids: Vec<_> = record.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids[0], GatewayKey::new("ns", "gw").container_name(0));
+        assert!(record.instances().iter().all(|i| i.address.is_empty()));
+        assert_eq!(record.overall_status(), GatewayStatus::Pending);
+    }
+
+    #[test]
+    fn running_events_of_the_current_template_make_instances_running() {
+        let template = spec(2, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(2));
+        record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &template));
+        record = GatewayRecord::apply_event(record, 2, &seen(1, ObservedState::Running, &template));
+        let record = record.expect("record");
+        assert_eq!(statuses(&record), vec![GatewayStatus::Running; 2]);
+        assert_eq!(record.instances()[1].address, "10.0.0.1:30001");
+        assert_eq!(record.overall_status(), GatewayStatus::Running);
+    }
+
+    #[test]
+    fn containers_of_an_old_template_count_as_pending() {
+        let old = spec(1, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(1));
+        record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &old));
+        let update = Command::Create {
+            spec: spec(1, "img:2"),
+        };
+        let record = GatewayRecord::apply_command(record, 2, &update).expect("record");
+        assert_eq!(statuses(&record), vec![GatewayStatus::Pending]);
+        assert_eq!(record.instances()[0].address, "");
+    }
+
+    #[test]
+    fn failures_carry_their_reason() {
+        let template = spec(1, "img:1").template();
+        let record = GatewayRecord::apply_command(None, 1, &create(1));
+        let record =
+            GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Failed, &template))
+                .expect("record");
+        assert_eq!(record.instances()[0].status, GatewayStatus::Failed);
+        assert_eq!(record.instances()[0].reason, "image not found");
+        assert_eq!(record.overall_status(), GatewayStatus::Failed);
+    }
+
+    #[test]
+    fn delete_shows_terminating_until_every_container_is_gone() {
+        let template = spec(2, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(2));
+        record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &template));
+        record = GatewayRecord::apply_event(record, 2, &seen(1, ObservedState::Running, &template));
+        record =
+            GatewayRecord::apply_command(record, 2, &Command::delete(&GatewayKey::new("ns", "gw")));
+        let terminating = record.clone().expect("record");
+        assert_eq!(statuses(&terminating), vec![GatewayStatus::Terminating; 2]);
+        assert!(!terminating.is_gone());
+        record = GatewayRecord::apply_event(record, 3, &seen(0, ObservedState::Gone, ""));
+        record = GatewayRecord::apply_event(record, 4, &seen(1, ObservedState::Gone, ""));
+        assert!(record.expect("record").is_gone());
+    }
+
+    #[test]
+    fn delete_of_a_gateway_never_seen_is_gone_at_once() {
+        let record =
+            GatewayRecord::apply_command(None, 5, &Command::delete(&GatewayKey::new("ns", "gw")))
+                .expect("record");
+        assert!(record.is_gone());
+    }
+
+    #[test]
+    fn scale_down_shows_surplus_replicas_terminating_until_removed() {
+        let template = spec(3, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(3));
+        for replica in 0..3 {
+            record = GatewayRecord::apply_event(
+                record,
+                u64::from(replica) + 1,
+                &seen(replica, ObservedState::Running, &template),
+            );
+        }
+        record = GatewayRecord::apply_command(record, 2, &create(1));
+        let scaled = record.clone().expect("record");
+        assert_eq!(
+            statuses(&scaled),
+            vec![
+                GatewayStatus::Running,
+                GatewayStatus::Terminating,
+                GatewayStatus::Terminating
+            ]
+        );
+        record = GatewayRecord::apply_event(record, 9, &seen(1, ObservedState::Gone, ""));
+        record = GatewayRecord::apply_event(record, 10, &seen(2, ObservedState::Gone, ""));
+        assert_eq!(
+            statuses(&record.expect("record")),
+            vec![GatewayStatus::Running]
+        );
+    }
+
+    #[test]
+    fn stale_commands_and_events_change_nothing() {
+        let template = spec(1, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 4, &create(1));
+        record = GatewayRecord::apply_event(record, 7, &seen(0, ObservedState::Running, &template));
+        let before = record.clone();
+        record =
+            GatewayRecord::apply_command(record, 3, &Command::delete(&GatewayKey::new("ns", "gw")));
+        record = GatewayRecord::apply_event(record, 6, &seen(0, ObservedState::Gone, ""));
+        assert_eq!(record, before);
+        // Redelivery of the very same messages is a no-op too.
+        record = GatewayRecord::apply_command(record, 4, &create(1));
+        record = GatewayRecord::apply_event(record, 7, &seen(0, ObservedState::Running, &template));
+        assert_eq!(record, before);
+    }
+
+    #[test]
+    fn events_without_a_record_create_nothing() {
+        assert_eq!(
+            GatewayRecord::apply_event(None, 1, &seen(0, ObservedState::Running, "t")),
+            None
+        );
+    }
+
+    #[test]
+    fn any_interleaving_of_the_two_streams_folds_to_the_same_record() {
+        let template = spec(2, "img:1").template();
+        let commands = [
+            (1, create(2)),
+            (2, Command::delete(&GatewayKey::new("ns", "gw"))),
+            (3, create(2)),
+        ];
+        let events = [
+            (1, seen(0, ObservedState::Pending, &template)),
+            (2, seen(0, ObservedState::Running, &template)),
+            (3, seen(0, ObservedState::Gone, "")),
+            (4, seen(1, ObservedState::Running, &template)),
+            (5, seen(0, ObservedState::Running, &template)),
+        ];
+        // Commands first, then events (a replay) ...
+        let mut replay = None;
+        for (seq, command) in &commands {
+            replay = GatewayRecord::apply_command(replay, *seq, command);
+        }
+        for (seq, event) in &events {
+            replay = GatewayRecord::apply_event(replay, *seq, event);
+        }
+        // ... equals a live interleaving with events arriving out of order.
+        let mut live = GatewayRecord::apply_command(None, 1, &commands[0].1);
+        for index in [1, 0, 3, 4, 2] {
+            let (seq, event) = &events[index];
+            live = GatewayRecord::apply_event(live, *seq, event);
+            if index == 3 {
+                live = GatewayRecord::apply_command(live, 3, &commands[2].1);
+                live = GatewayRecord::apply_command(live, 2, &commands[1].1);
+            }
+        }
+        assert_eq!(live, replay);
+        assert_eq!(
+            statuses(&live.expect("record")),
+            vec![GatewayStatus::Running; 2]
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let record = GatewayRecord::apply_command(None, 1, &create(2)).expect("record");
+        assert_eq!(GatewayRecord::decode(&record.encode()).ok(), Some(record));
+    }
+}

@@ -1,0 +1,90 @@
+//! `krane-worker` flags; each can also be set through the environment variable named with it.
+
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "krane-worker",
+    version,
+    about = "Reconciles krane gateways on one Docker host"
+)]
+pub struct WorkerConfig {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "KRANE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
+
+    /// Docker engine address (unix://…, tcp://…); the local socket when unset.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Identity of this host; workers with the same id share work. Default: the hostname.
+    #[arg(long, env = "KRANE_HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// Host part of instance addresses (`<advertise host>:<published port>`).
+    #[arg(long, env = "KRANE_ADVERTISE_HOST", default_value = "127.0.0.1")]
+    pub advertise_host: String,
+
+    /// Commands handled at once (for different gateways).
+    #[arg(long, env = "KRANE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Containers of one gateway created or removed at once.
+    #[arg(long, env = "KRANE_REPLICA_PARALLELISM", default_value_t = 8)]
+    pub replica_parallelism: usize,
+
+    /// Deliveries of a failing command before the gateway is marked FAILED.
+    #[arg(long, env = "KRANE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// How long NATS waits for an ack before redelivering (kept alive while working).
+    #[arg(long, env = "KRANE_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Time in-flight work gets on SIGTERM before it is handed back.
+    #[arg(long, env = "KRANE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Longest wait for an image pull.
+    #[arg(long, env = "KRANE_PULL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub pull_timeout: Duration,
+
+    /// Registry user for pulling missing images.
+    #[arg(long, env = "KRANE_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+
+    /// Registry password (or token) for pulling missing images.
+    #[arg(long, env = "KRANE_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+
+    /// Registry server the credentials are for.
+    #[arg(long, env = "KRANE_REGISTRY_SERVER")]
+    pub registry_server: Option<String>,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "KRANE_LOG_JSON", global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkerCommand {
+    /// Rebuild the krane_gateways KV bucket from the commands and events streams, then exit.
+    RebuildProjection,
+}
+
+impl WorkerConfig {
+    pub fn host_id(&self) -> String {
+        self.host_id
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+}

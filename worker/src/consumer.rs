@@ -1,0 +1,261 @@
+//! The worker's intake: a durable JetStream pull consumer on the commands stream, one per host
+//! (workers of the same host share it, so each command is handled once per host). Each message
+//! is handled under a per-gateway lock, kept alive with in-progress acks while Docker works, and
+//! acknowledged only after its effects are done and reported. Failures back off with `nak`
+//! delays and give up (FAILED, message kept in the stream) after `max_attempts`.
+//!
+//! Shutdown: when `stop` fires, no new message is taken; in-flight ones get `grace` to finish,
+//! then are handed back (`nak`) for another worker or the next start.
+
+use crate::reconcile::{Outcome, Reconciler};
+use async_nats::jetstream::{AckKind, Message, consumer};
+use futures::StreamExt;
+use krane_core::command::Command;
+use krane_core::event::ObservedState;
+use krane_core::names::{self, GatewayKey};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Durable consumer name; workers with the same name share the work.
+    pub durable_name: String,
+    /// Commands handled at once (for different gateways).
+    pub concurrency: usize,
+    /// Deliveries of a failing command before it is marked FAILED and acknowledged.
+    pub max_attempts: u32,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Time in-flight work gets to finish on shutdown before it is handed back.
+    pub grace: Duration,
+}
+
+/// Consumes commands until `stop` fires; returns after in-flight work finished or was handed back.
+pub async fn run(
+    reconciler: Arc<Reconciler>,
+    settings: ConsumerSettings,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = reconciler
+        .log()
+        .commands_stream()
+        .get_or_create_consumer(
+            &settings.durable_name,
+            consumer::pull::Config {
+                durable_name: Some(settings.durable_name.clone()),
+                description: Some("krane worker intake".into()),
+                filter_subject: format!("{}.>", names::COMMANDS_SUBJECT_PREFIX),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: i64::try_from(settings.concurrency * 4).unwrap_or(1024),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer.messages().await?;
+    info!(consumer = %settings.durable_name, "consuming commands");
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let locks = GatewayLocks::default();
+    let tracker = TaskTracker::new();
+    let hand_back = CancellationToken::new();
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit?,
+        };
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                // Missed heartbeats and the like while NATS is away; the stream recovers.
+                warn!(%error, "pulling commands failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            None => anyhow::bail!("the commands consumer ended"),
+        };
+        let handler = Handler {
+            reconciler: reconciler.clone(),
+            settings: settings.clone(),
+            locks: locks.clone(),
+            hand_back: hand_back.clone(),
+        };
+        tracker.spawn(async move {
+            handler.handle(message).await;
+            drop(permit);
+        });
+    }
+    info!(
+        in_flight = tracker.len(),
+        "stopping intake; finishing in-flight commands"
+    );
+    tracker.close();
+    if tokio::time::timeout(settings.grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over; handing in-flight commands back");
+        hand_back.cancel();
+        tracker.wait().await;
+    }
+    Ok(())
+}
+
+struct Handler {
+    reconciler: Arc<Reconciler>,
+    settings: ConsumerSettings,
+    locks: GatewayLocks,
+    hand_back: CancellationToken,
+}
+
+impl Handler {
+    async fn handle(&self, message: Message) {
+        let command = match Command::decode(&message.payload) {
+            Ok(command) => command,
+            Err(error) => {
+                // Not ours to fix by retrying; terminate it and keep it in the stream.
+                error!(subject = %message.subject, %error, "undecodable command; terminating it");
+                ack(&message, AckKind::Term).await;
+                return;
+            }
+        };
+        let key = command.key();
+        let span = info_span!("command", namespace = %key.namespace, gateway = %key.gateway_id);
+        self.handle_command(&message, &key).instrument(span).await;
+    }
+
+    async fn handle_command(&self, message: &Message, key: &GatewayKey) {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
+        let reconcile = self.reconciler.reconcile(key);
+        let outcome = tokio::select! {
+            outcome = keep_alive(message, self.settings.ack_wait, reconcile) => outcome,
+            _ = self.hand_back.cancelled() => {
+                ack(message, AckKind::Nak(None)).await;
+                return;
+            }
+        };
+        let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
+        match outcome {
+            Ok(Outcome::Converged) => {
+                if let Err(error) = message.double_ack().await {
+                    warn!(%error, "ack not confirmed; the command will be redelivered (harmless)");
+                }
+            }
+            Ok(Outcome::Failed {
+                reason,
+                permanent: true,
+            }) => {
+                warn!(%reason, "gateway failed; not retrying");
+                ack(message, AckKind::Ack).await;
+            }
+            Ok(Outcome::Failed {
+                reason,
+                permanent: false,
+            }) => self.retry_or_give_up(message, key, &reason, attempt).await,
+            Err(error) => {
+                // NATS trouble is not the gateway's fault: retry without counting towards FAILED.
+                warn!(%error, "reconcile interrupted; retrying later");
+                ack(message, AckKind::Nak(Some(backoff(attempt)))).await;
+            }
+        }
+    }
+
+    async fn retry_or_give_up(
+        &self,
+        message: &Message,
+        key: &GatewayKey,
+        reason: &str,
+        attempt: i64,
+    ) {
+        let max = i64::from(self.settings.max_attempts);
+        if attempt >= max {
+            warn!(attempt, %reason, "giving up; marking the gateway FAILED");
+            let reason = format!("gave up after {attempt} attempts: {reason}");
+            if let Err(error) = self
+                .reconciler
+                .report_unresolved(key, &reason, ObservedState::Failed)
+                .await
+            {
+                warn!(%error, "could not record the failure; retrying later");
+                ack(message, AckKind::Nak(Some(backoff(attempt)))).await;
+                return;
+            }
+            ack(message, AckKind::Ack).await;
+        } else {
+            let delay = backoff(attempt);
+            info!(attempt, ?delay, %reason, "retrying later");
+            let reason = format!("retrying (attempt {attempt} of {max}): {reason}");
+            let _ = self
+                .reconciler
+                .report_unresolved(key, &reason, ObservedState::Pending)
+                .await;
+            ack(message, AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+/// Runs `work`, telling the server every third of `ack_wait` that the message is still in
+/// progress, so long Docker work is never redelivered to someone else mid-way.
+async fn keep_alive<T>(message: &Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+    let mut ticker = tokio::time::interval(ack_wait / 3);
+    ticker.tick().await;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = ticker.tick() => ack(message, AckKind::Progress).await,
+        }
+    }
+}
+
+async fn ack(message: &Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        warn!(%error, ?kind, "could not answer the server; it will redeliver after ack_wait");
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s.
+pub fn backoff(attempt: i64) -> Duration {
+    let exponent = u32::try_from(attempt.clamp(1, 6) - 1).unwrap_or(0);
+    Duration::from_secs(2u64.pow(exponent).min(30))
+}
+
+/// One async mutex per gateway, so a worker never runs two reconciles of one gateway at once.
+#[derive(Clone, Default)]
+struct GatewayLocks {
+    locks: Arc<Mutex<HashMap<GatewayKey, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl GatewayLocks {
+    fn lock_for(&self, key: &GatewayKey) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.locks.lock() else {
+            return Arc::default();
+        };
+        // Forget locks nobody holds, so the map stays as small as the work in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(key.clone()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(100), Duration::from_secs(30));
+        assert_eq!(backoff(0), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,279 @@
+//! `DockerRuntime`: the `ContainerRuntime` on a real Docker engine, through bollard.
+//! Version-negotiated (Debian's engine speaks API 1.41, older than bollard's default), and
+//! every call maps "already so" answers (409 on create, 304 on start, 404 on remove) to success.
+
+use crate::runtime::{
+    ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError,
+};
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    StartContainerOptions,
+};
+use futures::TryStreamExt;
+use krane_core::names::{self, GatewayKey};
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::info;
+
+/// Registry credentials for pulling missing images.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub server: Option<String>,
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    auth: RegistryAuth,
+    pull_timeout: Duration,
+}
+
+impl DockerRuntime {
+    /// Connects to `docker_host` (`unix://…`, `tcp://…`) or the local default socket, and
+    /// negotiates the API version. Fails if the engine does not answer.
+    pub async fn connect(
+        docker_host: Option<&str>,
+        auth: RegistryAuth,
+        pull_timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
+        let docker = match docker_host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|error| RuntimeError::Unavailable(error.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|error| RuntimeError::Unavailable(error.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|error| RuntimeError::Unavailable(error.to_string()))?;
+        info!(api_version = %docker.client_version(), "connected to the Docker engine");
+        Ok(Self {
+            docker,
+            auth,
+            pull_timeout,
+        })
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+        info!(image, "image missing; pulling");
+        let credentials = self
+            .auth
+            .username
+            .as_ref()
+            .map(|username| DockerCredentials {
+                username: Some(username.clone()),
+                password: self.auth.password.clone(),
+                serveraddress: self.auth.server.clone(),
+                ..Default::default()
+            });
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let pull = self
+            .docker
+            .create_image(Some(options), None, credentials)
+            .try_for_each(|_progress| async { Ok(()) });
+        let unavailable = |reason: String| RuntimeError::ImageUnavailable {
+            image: image.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(self.pull_timeout, pull).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) if is_connection_error(&error) => {
+                Err(RuntimeError::Unavailable(error.to_string()))
+            }
+            Ok(Err(error)) => Err(unavailable(format!("pull failed: {}", describe(&error)))),
+            Err(_) => Err(unavailable(format!(
+                "pull did not finish within {:?}",
+                self.pull_timeout
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(error) if status_of(&error) == Some(404) => self.pull(image).await,
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        // Ids are validated to [a-zA-Z0-9_.-], so they cannot inject into the label filter.
+        let labels = vec![
+            format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
+            format!("{}={}", names::LABEL_NAMESPACE, key.namespace),
+            format!("{}={}", names::LABEL_GATEWAY_ID, key.gateway_id),
+        ];
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), labels)])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(classify)?;
+        Ok(containers.into_iter().filter_map(observe).collect())
+    }
+
+    async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError> {
+        let port = format!("{}/tcp", names::GATEWAY_PORT);
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    // Empty: the engine picks a free host port.
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            nano_cpus: Some(container.nano_cpus),
+            memory: Some(container.memory_bytes),
+            privileged: Some(false),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(container.image.clone()),
+            labels: Some(container.labels.clone().into_iter().collect()),
+            env: Some(container.env.clone()),
+            exposed_ports: Some(vec![port]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(container.name.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(_) => {}
+            // Same name exists: a redelivery (or a second worker) got here first.
+            Err(error) if status_of(&error) == Some(409) => {}
+            Err(error) if status_of(&error) == Some(404) => {
+                return Err(RuntimeError::ImageUnavailable {
+                    image: container.image.clone(),
+                    reason: describe(&error),
+                });
+            }
+            Err(error) => return Err(classify(error)),
+        }
+        self.start(&container.name).await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .start_container(name, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if status_of(&error) == Some(304) => Ok(()),
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or its removal is already under way.
+            Err(error) if matches!(status_of(&error), Some(404 | 409)) => Ok(()),
+            Err(error) => Err(classify(error)),
+        }
+    }
+}
+
+/// Turns a listed container into an observation; containers without a name are skipped.
+fn observe(summary: ContainerSummary) -> Option<ObservedContainer> {
+    let name = summary
+        .names
+        .as_ref()?
+        .first()?
+        .trim_start_matches('/')
+        .to_string();
+    let labels = summary.labels.unwrap_or_default();
+    let state = match summary.state {
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
+        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+        Some(ContainerSummaryStateEnum::REMOVING | ContainerSummaryStateEnum::STOPPING) => {
+            ContainerState::Removing
+        }
+        _ => ContainerState::Unknown,
+    };
+    // A container may have no published ports at all (stopped, or made by hand): no panic.
+    let host_port = summary
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|port| port.private_port == names::GATEWAY_PORT && port.public_port.is_some())
+        .and_then(|port| port.public_port);
+    Some(ObservedContainer {
+        name,
+        replica: labels
+            .get(names::LABEL_REPLICA)
+            .and_then(|replica| replica.parse().ok()),
+        template: labels
+            .get(names::LABEL_TEMPLATE)
+            .cloned()
+            .unwrap_or_default(),
+        state,
+        host_port,
+    })
+}
+
+fn status_of(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn describe(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn is_connection_error(error: &DockerError) -> bool {
+    status_of(error).is_none()
+}
+
+/// 4xx answers are the engine refusing this request (permanent); anything else — 5xx,
+/// connection refused, timeouts — may pass.
+fn classify(error: DockerError) -> RuntimeError {
+    match status_of(&error) {
+        Some(status) if (400..500).contains(&status) => RuntimeError::Rejected(describe(&error)),
+        _ => RuntimeError::Unavailable(describe(&error)),
+    }
+}

@@ -1,0 +1,143 @@
+//! `FakeRuntime`: an in-memory `ContainerRuntime` with the same idempotency rules as Docker.
+//! Used by unit tests of the reconcile logic and by the pipeline benchmark (no Docker at all).
+
+use crate::runtime::{
+    ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError,
+};
+use async_trait::async_trait;
+use krane_core::names::{self, GatewayKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    containers: BTreeMap<String, (ReplicaContainer, ContainerState, u16)>,
+    images: BTreeSet<String>,
+    next_port: u16,
+    /// When set, every call fails as if the engine were down.
+    down: bool,
+}
+
+impl FakeRuntime {
+    /// A runtime on which every image is present.
+    pub fn with_images(images: &[&str]) -> Self {
+        let runtime = Self::default();
+        if let Ok(mut state) = runtime.state.lock() {
+            state.images = images.iter().map(|image| image.to_string()).collect();
+            state.next_port = 30000;
+        }
+        runtime
+    }
+
+    pub fn set_down(&self, down: bool) {
+        if let Ok(mut state) = self.state.lock() {
+            state.down = down;
+        }
+    }
+
+    /// Names of every container, for assertions.
+    pub fn container_names(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|state| state.containers.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut FakeState) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| RuntimeError::Unavailable("fake runtime poisoned".into()))?;
+        if state.down {
+            return Err(RuntimeError::Unavailable("engine is down".into()));
+        }
+        f(&mut state)
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.with_state(|state| {
+            if state.images.contains(image) {
+                Ok(())
+            } else {
+                Err(RuntimeError::ImageUnavailable {
+                    image: image.into(),
+                    reason: "not found".into(),
+                })
+            }
+        })
+    }
+
+    async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.with_state(|state| {
+            Ok(state
+                .containers
+                .values()
+                .filter(|(container, _, _)| {
+                    container.labels.get(names::LABEL_NAMESPACE) == Some(&key.namespace)
+                        && container.labels.get(names::LABEL_GATEWAY_ID) == Some(&key.gateway_id)
+                })
+                .map(|(container, state, port)| ObservedContainer {
+                    name: container.name.clone(),
+                    replica: container
+                        .labels
+                        .get(names::LABEL_REPLICA)
+                        .and_then(|replica| replica.parse().ok()),
+                    template: container
+                        .labels
+                        .get(names::LABEL_TEMPLATE)
+                        .cloned()
+                        .unwrap_or_default(),
+                    state: *state,
+                    host_port: (*state == ContainerState::Running).then_some(*port),
+                })
+                .collect())
+        })
+    }
+
+    async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError> {
+        self.with_state(|state| {
+            if !state.images.contains(&container.image) {
+                return Err(RuntimeError::ImageUnavailable {
+                    image: container.image.clone(),
+                    reason: "not found".into(),
+                });
+            }
+            state.next_port = state.next_port.wrapping_add(1);
+            let port = state.next_port;
+            let entry = state
+                .containers
+                .entry(container.name.clone())
+                .or_insert_with(|| (container.clone(), ContainerState::Created, port));
+            entry.1 = ContainerState::Running;
+            Ok(())
+        })
+    }
+
+    async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.with_state(|state| match state.containers.get_mut(name) {
+            Some(entry) => {
+                entry.1 = ContainerState::Running;
+                Ok(())
+            }
+            None => Err(RuntimeError::Rejected(format!("no such container {name}"))),
+        })
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        self.with_state(|state| {
+            state.containers.remove(name);
+            Ok(())
+        })
+    }
+}

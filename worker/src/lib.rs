@@ -1,0 +1,75 @@
+//! krane-worker: turns gateway commands into containers. One worker (or several sharing a
+//! consumer) runs per Docker host.
+//!
+//! - [`consumer`]: takes commands off the JetStream consumer, acks only after the work is done.
+//! - [`reconcile`]: level-triggered handling of one gateway: latest intent → plan → act → report.
+//! - [`plan`]: the pure decision (`plan`) and report (`observations`) logic.
+//! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine.
+//! - [`docker`]: `DockerRuntime`, the trait on bollard; [`fake`]: an in-memory one.
+//! - [`config`]: command-line flags and environment variables.
+//!
+//! Errors: modules return their own `thiserror` enums (`RuntimeError`, `LogError`,
+//! `ReconcileError`) because callers branch on them (retry or give up); the binary's edges use
+//! `anyhow`, where errors are only reported.
+
+pub mod config;
+pub mod consumer;
+pub mod docker;
+pub mod fake;
+pub mod plan;
+pub mod reconcile;
+pub mod runtime;
+
+use crate::config::WorkerConfig;
+use crate::consumer::ConsumerSettings;
+use crate::plan::HostIdentity;
+use crate::reconcile::Reconciler;
+use crate::runtime::ContainerRuntime;
+use anyhow::Context;
+use krane_core::log::EventLog;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs a worker on an open log and runtime until `stop` fires.
+pub async fn run(
+    config: &WorkerConfig,
+    log: EventLog,
+    runtime: Arc<dyn ContainerRuntime>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let host = HostIdentity {
+        host_id: config.host_id(),
+        advertise_host: config.advertise_host.clone(),
+    };
+    let reconciler = Arc::new(Reconciler::new(
+        log,
+        runtime,
+        host.clone(),
+        config.replica_parallelism,
+    ));
+    let settings = ConsumerSettings {
+        durable_name: consumer_name(&host.host_id),
+        concurrency: config.concurrency,
+        max_attempts: config.max_attempts,
+        ack_wait: config.ack_wait,
+        grace: config.shutdown_grace,
+    };
+    consumer::run(reconciler, settings, stop)
+        .await
+        .context("command consumer failed")
+}
+
+/// Durable consumer name of a host: consumer names may not contain `.`, `*`, `>` or spaces.
+pub fn consumer_name(host_id: &str) -> String {
+    let safe: String = host_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("worker-{safe}")
+}

@@ -1,0 +1,50 @@
+//! `krane-worker`: connects to NATS and the Docker engine (exiting with a clear message when
+//! either is unreachable), then reconciles gateways until SIGTERM/SIGINT.
+
+use clap::Parser;
+use krane_worker::config::{WorkerCommand, WorkerConfig};
+use krane_worker::docker::{DockerRuntime, RegistryAuth};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = WorkerConfig::parse();
+    krane_core::telemetry::init_logging(config.log_json);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!("{error:#}");
+            eprintln!("krane-worker: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    let log = krane_core::log::connect(&config.nats_url, "krane-worker", Duration::from_secs(5))
+        .await
+        .map_err(|error| anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats_url))?;
+    if let Some(WorkerCommand::RebuildProjection) = config.command {
+        let records = log.rebuild_projection().await?;
+        println!("rebuilt {records} gateway records from the streams");
+        return Ok(());
+    }
+    let auth = RegistryAuth {
+        username: config.registry_username.clone(),
+        password: config.registry_password.clone(),
+        server: config.registry_server.clone(),
+    };
+    let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
+        .await
+        .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
+    let stop = CancellationToken::new();
+    tokio::spawn(krane_core::shutdown::stop_on_signal(stop.clone()));
+    info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
+    krane_worker::run(&config, log, Arc::new(runtime), stop).await?;
+    info!("krane-worker stopped");
+    Ok(())
+}

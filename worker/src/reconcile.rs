@@ -1,0 +1,320 @@
+//! Reconciling one gateway, level-triggered: read the latest intent from the commands stream
+//! (not the message that woke us), look at the engine, `plan`, act through the
+//! `ContainerRuntime`, report what is now true as events, and repeat until the plan is empty.
+//! Running it twice, late, or on two workers at once converges to the same containers because
+//! container names are deterministic and every runtime call is idempotent.
+
+use crate::plan::{self, Action, FailedReplica, HostIdentity};
+use crate::runtime::{ContainerRuntime, ReplicaContainer, RuntimeError};
+use futures::StreamExt;
+use krane_core::event::ObservedState;
+use krane_core::log::{EventLog, LogError};
+use krane_core::names::GatewayKey;
+use krane_core::record::GatewayRecord;
+use krane_core::spec::GatewaySpec;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Plan/act rounds per reconcile; more means someone keeps changing things under us, and the
+/// next delivery (or resync) continues from wherever this one stopped.
+const MAX_ROUNDS: usize = 4;
+
+/// How a reconcile ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The engine shows exactly what the latest intent asks for.
+    Converged,
+    /// Some replicas could not be brought up; `permanent` when retrying cannot help.
+    Failed { reason: String, permanent: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+pub struct Reconciler {
+    log: EventLog,
+    runtime: Arc<dyn ContainerRuntime>,
+    host: HostIdentity,
+    /// Replicas created (or removed) at once.
+    parallelism: usize,
+}
+
+impl Reconciler {
+    pub fn new(
+        log: EventLog,
+        runtime: Arc<dyn ContainerRuntime>,
+        host: HostIdentity,
+        parallelism: usize,
+    ) -> Self {
+        Self {
+            log,
+            runtime,
+            host,
+            parallelism: parallelism.max(1),
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Brings the gateway's containers to its latest intent and reports them.
+    pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
+        for round in 0..MAX_ROUNDS {
+            let (desired, record) = self.current_intent(key).await?;
+            let desired = desired.as_ref();
+            if let Some(spec) = desired
+                && let Err(error) = self.runtime.ensure_image(&spec.image).await
+            {
+                return self.report_failure(key, desired, record, &error).await;
+            }
+            let observed = match self.runtime.list_gateway(key).await {
+                Ok(observed) => observed,
+                Err(error) => return self.report_failure(key, desired, record, &error).await,
+            };
+            let actions = plan::plan(key, desired, &observed);
+            if actions.is_empty() {
+                self.report(key, desired, record.as_ref(), &observed, &BTreeMap::new())
+                    .await?;
+                debug!(gateway = %key, round, "converged");
+                return Ok(Outcome::Converged);
+            }
+            info!(gateway = %key, round, actions = actions.len(), "applying plan");
+            self.announce_pending(key, desired, record.as_ref(), &actions)
+                .await?;
+            let failures = self.execute(desired, actions).await;
+            let observed = match self.runtime.list_gateway(key).await {
+                Ok(observed) => observed,
+                Err(error) => return self.report_failure(key, desired, record, &error).await,
+            };
+            let record = self.log.load_record(key).await?.record;
+            let failed = failures_to_report(&failures);
+            self.report(key, desired, record.as_ref(), &observed, &failed)
+                .await?;
+            if let Some((_, error)) = failures.iter().next() {
+                let permanent = failures.values().all(RuntimeError::is_permanent);
+                return Ok(Outcome::Failed {
+                    reason: error.to_string(),
+                    permanent,
+                });
+            }
+        }
+        warn!(gateway = %key, "still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
+        Ok(Outcome::Failed {
+            reason: format!("did not settle within {MAX_ROUNDS} rounds"),
+            permanent: false,
+        })
+    }
+
+    /// Marks every wanted replica FAILED with `reason` (used when retries are exhausted) or
+    /// PENDING with `reason` (while a retry is scheduled).
+    pub async fn report_unresolved(
+        &self,
+        key: &GatewayKey,
+        reason: &str,
+        state: ObservedState,
+    ) -> Result<(), ReconcileError> {
+        let (desired, record) = self.current_intent(key).await?;
+        let failures = failing_all(desired.as_ref(), reason, state);
+        self.report_only_failures(key, desired.as_ref(), record.as_ref(), &failures)
+            .await
+    }
+
+    /// The latest command, folded into the record so events about it have a record to land in.
+    async fn current_intent(
+        &self,
+        key: &GatewayKey,
+    ) -> Result<(Option<GatewaySpec>, Option<GatewayRecord>), ReconcileError> {
+        match self.log.latest_command(key).await? {
+            Some((seq, command)) => {
+                let record = self.log.project_command(seq, &command).await?;
+                Ok((command.desired().cloned(), Some(record)))
+            }
+            // Never commanded (e.g. a container left from a purged stream): nothing is wanted.
+            None => Ok((None, self.log.load_record(key).await?.record)),
+        }
+    }
+
+    async fn report_failure(
+        &self,
+        key: &GatewayKey,
+        desired: Option<&GatewaySpec>,
+        record: Option<GatewayRecord>,
+        error: &RuntimeError,
+    ) -> Result<Outcome, ReconcileError> {
+        let (state, permanent) = if error.is_permanent() {
+            (ObservedState::Failed, true)
+        } else {
+            (ObservedState::Pending, false)
+        };
+        warn!(gateway = %key, %error, permanent, "reconcile failed");
+        let failures = failing_all(desired, &error.to_string(), state);
+        self.report_only_failures(key, desired, record.as_ref(), &failures)
+            .await?;
+        Ok(Outcome::Failed {
+            reason: error.to_string(),
+            permanent,
+        })
+    }
+
+    /// Before creating containers, says so: a Delete arriving meanwhile then shows them as
+    /// TERMINATING instead of the gateway vanishing while containers still appear.
+    async fn announce_pending(
+        &self,
+        key: &GatewayKey,
+        desired: Option<&GatewaySpec>,
+        record: Option<&GatewayRecord>,
+        actions: &[Action],
+    ) -> Result<(), ReconcileError> {
+        let Some(spec) = desired else {
+            return Ok(());
+        };
+        let pending: BTreeMap<u32, FailedReplica> = actions
+            .iter()
+            .filter(|action| action.creates())
+            .filter_map(Action::replica)
+            .map(|replica| {
+                let state = FailedReplica {
+                    state: ObservedState::Pending,
+                    reason: String::new(),
+                };
+                (replica, state)
+            })
+            .collect();
+        self.report_only_failures(key, Some(spec), record, &pending)
+            .await
+    }
+
+    /// Runs the actions, `parallelism` at a time; returns the error of each failed replica.
+    async fn execute(
+        &self,
+        desired: Option<&GatewaySpec>,
+        actions: Vec<Action>,
+    ) -> BTreeMap<u32, RuntimeError> {
+        let results: Vec<_> = futures::stream::iter(actions)
+            .map(|action| async move {
+                let result = self.apply(desired, &action).await;
+                (action, result)
+            })
+            .buffer_unordered(self.parallelism)
+            .collect()
+            .await;
+        let mut failures = BTreeMap::new();
+        for (action, result) in results {
+            if let Err(error) = result {
+                warn!(?action, %error, "action failed");
+                if let Some(replica) = action.replica() {
+                    failures.insert(replica, error);
+                }
+            }
+        }
+        failures
+    }
+
+    async fn apply(
+        &self,
+        desired: Option<&GatewaySpec>,
+        action: &Action,
+    ) -> Result<(), RuntimeError> {
+        let container_for = |replica: u32| {
+            desired
+                .map(|spec| ReplicaContainer::for_replica(spec, replica))
+                .ok_or_else(|| RuntimeError::Rejected("no spec to create from".into()))
+        };
+        match action {
+            Action::Create { replica } => {
+                self.runtime
+                    .create_and_start(&container_for(*replica)?)
+                    .await
+            }
+            Action::Start { container, .. } => self.runtime.start(container).await,
+            Action::Replace { replica, container } => {
+                self.runtime.remove(container).await?;
+                self.runtime
+                    .create_and_start(&container_for(*replica)?)
+                    .await
+            }
+            Action::Remove { container, .. } => self.runtime.remove(container).await,
+        }
+    }
+
+    /// Publishes what changed and folds it into the record.
+    async fn report(
+        &self,
+        key: &GatewayKey,
+        desired: Option<&GatewaySpec>,
+        record: Option<&GatewayRecord>,
+        observed: &[crate::runtime::ObservedContainer],
+        failures: &BTreeMap<u32, FailedReplica>,
+    ) -> Result<(), ReconcileError> {
+        let facts = plan::observations(key, desired, record, observed, failures, &self.host);
+        self.publish(key, facts).await
+    }
+
+    /// Reports only the replicas in `failures`: used when the engine could not be listed, so
+    /// nothing is known about the others.
+    async fn report_only_failures(
+        &self,
+        key: &GatewayKey,
+        desired: Option<&GatewaySpec>,
+        record: Option<&GatewayRecord>,
+        failures: &BTreeMap<u32, FailedReplica>,
+    ) -> Result<(), ReconcileError> {
+        let facts = plan::observations(key, desired, record, &[], failures, &self.host)
+            .into_iter()
+            .filter(|fact| failures.contains_key(&fact.replica))
+            .collect();
+        self.publish(key, facts).await
+    }
+
+    async fn publish(
+        &self,
+        key: &GatewayKey,
+        facts: Vec<krane_core::InstanceObserved>,
+    ) -> Result<(), ReconcileError> {
+        for fact in &facts {
+            let seq = self.log.publish_event(fact).await?;
+            self.log.project_event(seq, fact).await?;
+            debug!(gateway = %key, replica = fact.replica, state = ?fact.state, "reported");
+        }
+        Ok(())
+    }
+}
+
+fn failures_to_report(failures: &BTreeMap<u32, RuntimeError>) -> BTreeMap<u32, FailedReplica> {
+    failures
+        .iter()
+        .map(|(replica, error)| {
+            let state = if error.is_permanent() {
+                ObservedState::Failed
+            } else {
+                ObservedState::Pending
+            };
+            let failure = FailedReplica {
+                state,
+                reason: error.to_string(),
+            };
+            (*replica, failure)
+        })
+        .collect()
+}
+
+fn failing_all(
+    desired: Option<&GatewaySpec>,
+    reason: &str,
+    state: ObservedState,
+) -> BTreeMap<u32, FailedReplica> {
+    (0..desired.map_or(0, |spec| spec.replicas))
+        .map(|replica| {
+            let failure = FailedReplica {
+                state,
+                reason: reason.to_string(),
+            };
+            (replica, failure)
+        })
+        .collect()
+}

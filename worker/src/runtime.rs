@@ -1,0 +1,139 @@
+//! The one seam between the worker's logic and a container engine. `DockerRuntime` implements
+//! it with bollard; `FakeRuntime` (in-memory) implements it for unit tests and for benchmarks of
+//! the pipeline without Docker. Everything above this trait is engine-agnostic.
+
+use async_trait::async_trait;
+use krane_core::names::{self, GatewayKey};
+use krane_core::spec::GatewaySpec;
+use std::collections::BTreeMap;
+
+/// Everything the engine needs to run one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaContainer {
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub env: Vec<String>,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+}
+
+impl ReplicaContainer {
+    pub fn for_replica(spec: &GatewaySpec, replica: u32) -> Self {
+        let key = spec.key();
+        let labels = [
+            (names::LABEL_GATEWAY_ID, spec.gateway_id.clone()),
+            (names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE.to_string()),
+            (names::LABEL_NAMESPACE, spec.namespace.clone()),
+            (names::LABEL_WORKSPACE_ID, spec.workspace_id.clone()),
+            (names::LABEL_REPLICA, replica.to_string()),
+            (names::LABEL_TEMPLATE, spec.template()),
+        ]
+        .into_iter()
+        .map(|(label, value)| (label.to_string(), value))
+        .collect();
+        Self {
+            name: key.container_name(replica),
+            image: spec.image.clone(),
+            labels,
+            env: vec![
+                format!("UNKEY_WORKSPACE_ID={}", spec.workspace_id),
+                format!("UNKEY_GATEWAY_ID={}", spec.gateway_id),
+                format!("UNKEY_IMAGE={}", spec.image),
+            ],
+            nano_cpus: spec.nano_cpus(),
+            memory_bytes: spec.memory_bytes(),
+        }
+    }
+}
+
+/// Engine-reported state of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited,
+    Dead,
+    Removing,
+    Unknown,
+}
+
+/// A krane-managed container as the engine lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedContainer {
+    pub name: String,
+    /// From the replica label; `None` if the label is missing or garbled.
+    pub replica: Option<u32>,
+    /// From the template label; empty if missing.
+    pub template: String,
+    pub state: ContainerState,
+    /// Host port published for the gateway port, once the engine assigned one.
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image is not present and could not be pulled.
+    #[error("image {image} is not available: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    /// The engine refused the request as invalid; repeating it will not help.
+    #[error("Docker engine refused the request: {0}")]
+    Rejected(String),
+    /// The engine could not be reached or failed; a retry may succeed.
+    #[error("Docker engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RuntimeError {
+    /// True when retrying the same request cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The container engine as the worker uses it. Every method is idempotent: creating a
+/// container that exists, starting a running one or removing a missing one succeeds.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Makes sure `image` is present, pulling it if missing.
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+    /// Every container (running or not) labelled as belonging to the gateway.
+    async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError>;
+    /// Creates the container unless it exists, then starts it unless it runs.
+    async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError>;
+    /// Starts an existing container.
+    async fn start(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Removes a container (forcefully, with its anonymous volumes) unless it is gone.
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_containers_carry_labels_env_and_limits() {
+        let spec = GatewaySpec {
+            namespace: "ns".into(),
+            gateway_id: "gw".into(),
+            workspace_id: "ws".into(),
+            image: "img:1".into(),
+            replicas: 2,
+            cpu_millicores: 500,
+            memory_mib: 128,
+        };
+        let container = ReplicaContainer::for_replica(&spec, 1);
+        assert_eq!(container.name, spec.key().container_name(1));
+        assert_eq!(container.labels["unkey.gateway.id"], "gw");
+        assert_eq!(container.labels["unkey.managed.by"], "krane");
+        assert_eq!(container.labels["unkey.replica"], "1");
+        assert_eq!(container.labels["krane.template"], spec.template());
+        assert!(container.env.contains(&"UNKEY_WORKSPACE_ID=ws".to_string()));
+        assert!(container.env.contains(&"UNKEY_GATEWAY_ID=gw".to_string()));
+        assert!(container.env.contains(&"UNKEY_IMAGE=img:1".to_string()));
+        assert_eq!(container.nano_cpus, 500_000_000);
+        assert_eq!(container.memory_bytes, 128 << 20);
+    }
+}
