@@ -1,0 +1,152 @@
+//! Test harness for krane's end-to-end tests. Everything here is real: a `nats-server` started
+//! on a free port with a temporary store, the machine's Docker engine, and the API and worker
+//! running in-process on top of them. Nothing skips: a missing server binary, engine or test
+//! image fails the test with a message saying how to get it (`scripts/test.sh` installs all).
+
+pub mod client;
+pub mod docker;
+pub mod nats;
+
+pub use client::{Protocol, RpcError, TestClient};
+pub use nats::NatsServer;
+
+use clap::Parser;
+use krane_core::log::EventLog;
+use krane_worker::config::WorkerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Image of the test gateway (answers HTTP on 8040), built by `scripts/build-images.sh`.
+pub const TEST_IMAGE: &str = "krane-test-gateway:dev";
+
+/// A namespace no other test (or test run) uses, so tests can share one Docker engine.
+pub fn unique_namespace(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        prefix
+    )
+}
+
+/// A whole krane: NATS, the API and one worker on the local Docker engine.
+pub struct Krane {
+    pub nats: NatsServer,
+    pub api_addr: SocketAddr,
+    pub log: EventLog,
+    pub namespace: String,
+    stop: CancellationToken,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+    api: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Krane {
+    /// Starts everything; `namespace` labels this test's containers (removed on drop).
+    pub async fn start(namespace: &str) -> Self {
+        docker::require_test_image().await;
+        let nats = NatsServer::start().await;
+        let log = krane_core::log::connect(&nats.url(), "krane-test", Duration::from_secs(5))
+            .await
+            .expect("open the JetStream log");
+        let stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port for the API");
+        let api_addr = listener.local_addr().expect("API address");
+        let api = tokio::spawn(krane_api::serve(listener, log.clone(), stop.clone()));
+        let mut krane = Self {
+            nats,
+            api_addr,
+            log,
+            namespace: namespace.to_string(),
+            stop,
+            worker: None,
+            api: Some(api),
+        };
+        krane.start_worker(&[]).await;
+        krane
+    }
+
+    /// Starts the worker (again), with extra `krane-worker` flags.
+    pub async fn start_worker(&mut self, extra_args: &[&str]) {
+        let config = worker_config(&self.nats.url(), extra_args);
+        let runtime = krane_worker::docker::DockerRuntime::connect(
+            None,
+            Default::default(),
+            config.pull_timeout,
+        )
+        .await
+        .expect("connect to the Docker engine");
+        let log = self.log.clone();
+        let stop = self.stop.child_token();
+        self.worker = Some(tokio::spawn(async move {
+            krane_worker::run(&config, log, Arc::new(runtime), stop).await
+        }));
+    }
+
+    pub fn client(&self, protocol: Protocol) -> TestClient {
+        TestClient::new(protocol, self.api_addr)
+    }
+
+    /// Stops API and worker the way SIGTERM would, and waits for both.
+    pub async fn shutdown(&mut self) {
+        self.stop.cancel();
+        for handle in [self.worker.take(), self.api.take()].into_iter().flatten() {
+            let result = tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("shutdown within 30 s")
+                .expect("task did not panic");
+            result.expect("clean exit");
+        }
+    }
+}
+
+impl Drop for Krane {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        docker::remove_namespace_containers(&self.namespace);
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The worker's configuration, parsed from flags exactly as the binary would.
+pub fn worker_config(nats_url: &str, extra_args: &[&str]) -> WorkerConfig {
+    let mut args = vec![
+        "krane-worker",
+        "--nats-url",
+        nats_url,
+        "--host-id",
+        "test-host",
+        "--ack-wait",
+        "10s",
+        "--shutdown-grace",
+        "5s",
+        "--pull-timeout",
+        "20s",
+    ];
+    args.extend_from_slice(extra_args);
+    WorkerConfig::parse_from(args)
+}

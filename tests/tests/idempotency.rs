@@ -1,0 +1,213 @@
+//! The core promise: any command may arrive twice or late and the end state still equals the
+//! last intent, with no duplicate or orphaned container. Real nats-server, real Docker.
+
+use krane_core::command::Command;
+use krane_proto::krane::v1::{GatewayStatus, GetGatewayResponse};
+use krane_tests::client::gateway_request;
+use krane_tests::{Krane, Protocol, TestClient, docker, eventually, unique_namespace};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+async fn wait_running(
+    client: &TestClient,
+    namespace: &str,
+    id: &str,
+    replicas: usize,
+) -> GetGatewayResponse {
+    eventually(
+        &format!("{replicas} instances of {id} RUNNING"),
+        CONVERGE,
+        || async {
+            let got = client.get(namespace, id).await.ok()?;
+            let all_running = got.instances.len() == replicas
+                && got
+                    .instances
+                    .iter()
+                    .all(|i| i.status == GatewayStatus::Running as i32);
+            all_running.then_some(got)
+        },
+    )
+    .await
+}
+
+async fn container_ids(namespace: &str, id: &str) -> Vec<String> {
+    let mut ids: Vec<String> = docker::gateway_containers(namespace, id)
+        .await
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until the worker has acknowledged every command it was given.
+async fn wait_worker_idle(krane: &Krane) {
+    eventually("worker consumer drained", CONVERGE, || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = krane
+            .log
+            .commands_stream()
+            .get_consumer(&krane_worker::consumer_name("test-host"))
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeating_an_identical_create_is_a_no_op() {
+    let namespace = unique_namespace("same");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectJson);
+    let request = gateway_request(&namespace, "twice", 2);
+    client.create(Some(request.clone())).await.expect("create");
+    let before = wait_running(&client, &namespace, "twice", 2).await;
+    let containers = container_ids(&namespace, "twice").await;
+
+    let again = client.create(Some(request)).await.expect("repeat create");
+    assert_eq!(again.status, GatewayStatus::Running as i32);
+    wait_worker_idle(&krane).await;
+    assert_eq!(client.get(&namespace, "twice").await.expect("get"), before);
+    assert_eq!(container_ids(&namespace, "twice").await, containers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_create_makes_no_duplicate() {
+    let namespace = unique_namespace("redeliver");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::Grpc);
+    let request = gateway_request(&namespace, "dup", 3);
+    client.create(Some(request.clone())).await.expect("create");
+    wait_running(&client, &namespace, "dup", 3).await;
+    let containers = container_ids(&namespace, "dup").await;
+
+    // The same command stored again (new message id): exactly what a redelivery looks like.
+    let spec = krane_core::GatewaySpec::from_request(Some(&request)).expect("valid");
+    let command = Command::Create { spec };
+    for attempt in 0..3 {
+        krane
+            .log
+            .publish_command(&command, &format!("redelivery-{attempt}"))
+            .await
+            .expect("publish duplicate");
+    }
+    wait_worker_idle(&krane).await;
+    assert_eq!(container_ids(&namespace, "dup").await, containers);
+    wait_running(&client, &namespace, "dup", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_delete_create_ends_with_the_second_spec() {
+    let namespace = unique_namespace("cdc");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectProto);
+    client
+        .create(Some(gateway_request(&namespace, "flip", 2)))
+        .await
+        .expect("first create");
+    client.delete(&namespace, "flip").await.expect("delete");
+    let mut second = gateway_request(&namespace, "flip", 3);
+    second.cpu_millicores = 200;
+    client.create(Some(second)).await.expect("second create");
+
+    let running = wait_running(&client, &namespace, "flip", 3).await;
+    wait_worker_idle(&krane).await;
+    let containers = docker::gateway_containers(&namespace, "flip").await;
+    assert_eq!(containers.len(), 3, "no duplicate and no orphan");
+    for instance in &running.instances {
+        let host = docker::inspect(&instance.id)
+            .await
+            .host_config
+            .expect("host config");
+        assert_eq!(host.nano_cpus, Some(200_000_000), "second spec applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_through_create_removes_the_highest_replicas() {
+    let namespace = unique_namespace("scale");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectJson);
+    client
+        .create(Some(gateway_request(&namespace, "shrink", 3)))
+        .await
+        .expect("create");
+    let three = wait_running(&client, &namespace, "shrink", 3).await;
+    client
+        .create(Some(gateway_request(&namespace, "shrink", 1)))
+        .await
+        .expect("scale down");
+    let one = wait_running(&client, &namespace, "shrink", 1).await;
+    assert_eq!(one.instances[0].id, three.instances[0].id);
+    eventually("surplus containers removed", CONVERGE, || async {
+        (docker::gateway_containers(&namespace, "shrink").await.len() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image_ends_failed_with_the_reason() {
+    let namespace = unique_namespace("noimage");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectJson);
+    let mut request = gateway_request(&namespace, "ghost", 2);
+    request.image = "krane-image-that-does-not-exist:never".into();
+    client.create(Some(request)).await.expect("accepted");
+    let failed = eventually("FAILED with a reason", CONVERGE, || async {
+        let got = client.get(&namespace, "ghost").await.ok()?;
+        got.instances
+            .iter()
+            .all(|i| i.status == GatewayStatus::Failed as i32)
+            .then_some(got)
+    })
+    .await;
+    for instance in &failed.instances {
+        assert!(
+            instance
+                .reason
+                .contains("krane-image-that-does-not-exist:never"),
+            "{instance:?}"
+        );
+    }
+    // Not endless retries: the command is settled, and no container exists.
+    wait_worker_idle(&krane).await;
+    assert!(
+        docker::gateway_containers(&namespace, "ghost")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rebuilds_an_identical_projection() {
+    let namespace = unique_namespace("replay");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectJson);
+    for (id, replicas) in [("keep", 2), ("drop", 1), ("resize", 3)] {
+        client
+            .create(Some(gateway_request(&namespace, id, replicas)))
+            .await
+            .expect("create");
+    }
+    wait_running(&client, &namespace, "resize", 3).await;
+    client
+        .create(Some(gateway_request(&namespace, "resize", 1)))
+        .await
+        .expect("resize");
+    client.delete(&namespace, "drop").await.expect("delete");
+    wait_running(&client, &namespace, "keep", 2).await;
+    wait_running(&client, &namespace, "resize", 1).await;
+    wait_worker_idle(&krane).await;
+
+    let before = krane.log.all_records().await.expect("records before");
+    assert_eq!(
+        before.len(),
+        3,
+        "keep, resize and the deleted drop's tombstone"
+    );
+    krane.log.rebuild_projection().await.expect("rebuild");
+    let after = krane.log.all_records().await.expect("records after");
+    assert_eq!(before, after);
+}
