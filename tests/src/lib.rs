@@ -150,3 +150,23 @@ pub fn worker_config(nats_url: &str, extra_args: &[&str]) -> WorkerConfig {
     args.extend_from_slice(extra_args);
     WorkerConfig::parse_from(args)
 }
+
+/// GETs `/` of a gateway instance; retried for a few seconds because a container is RUNNING a
+/// moment before the process inside listens.
+pub async fn fetch_instance(address: &str) -> String {
+    let http = reqwest::Client::new();
+    eventually(
+        &format!("{address} answers HTTP"),
+        Duration::from_secs(10),
+        || async {
+            let response = http
+                .get(format!("http://{address}/"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            response.text().await.ok()
+        },
+    )
+    .await
+}

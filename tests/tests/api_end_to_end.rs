@@ -4,7 +4,7 @@
 
 use krane_proto::krane::v1::{GatewayStatus, GetGatewayResponse};
 use krane_tests::client::{NOT_FOUND, gateway_request};
-use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace};
+use krane_tests::{Krane, Protocol, docker, eventually, fetch_instance, unique_namespace};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -48,17 +48,8 @@ async fn full_lifecycle(protocol: Protocol) {
     );
 
     // Each address answers HTTP, as the gateway it claims to be.
-    let http = reqwest::Client::new();
     for instance in &running.instances {
-        let body = http
-            .get(format!("http://{}/", instance.address))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{} does not answer: {error}", instance.address))
-            .text()
-            .await
-            .expect("body");
+        let body = fetch_instance(&instance.address).await;
         assert!(body.contains("\"gateway_id\":\"edge\""), "{body}");
         assert!(body.contains("\"workspace_id\":\"ws_test\""), "{body}");
     }

@@ -25,11 +25,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: WorkerConfig) -> anyhow::Result<()> {
-    let log = krane_core::log::connect(&config.nats_url, "krane-worker", Duration::from_secs(5))
-        .await
-        .map_err(|error| anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats_url))?;
+    let connect_nats = || async {
+        krane_core::log::connect(&config.nats_url, "krane-worker", Duration::from_secs(5))
+            .await
+            .map_err(|error| anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats_url))
+    };
     if let Some(WorkerCommand::RebuildProjection) = config.command {
-        let records = log.rebuild_projection().await?;
+        let records = connect_nats().await?.rebuild_projection().await?;
         println!("rebuilt {records} gateway records from the streams");
         return Ok(());
     }
@@ -41,6 +43,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
         .await
         .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
+    let log = connect_nats().await?;
     let stop = CancellationToken::new();
     tokio::spawn(krane_core::shutdown::stop_on_signal(stop.clone()));
     info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");

