@@ -3,6 +3,8 @@
 # repository's docker-compose.yml. Arguments are passed through.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# A fixed project name, whatever the checkout directory is called (-p overrides it).
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-krane}"
 if docker compose version >/dev/null 2>&1; then
   exec docker compose -f "$ROOT/docker-compose.yml" "$@"
 elif command -v docker-compose >/dev/null 2>&1; then

@@ -37,11 +37,15 @@ call CreateGateway '{"gateway":{"namespace":"demo","workspaceId":"ws_demo","gate
   "image":"krane-test-gateway:dev","replicas":3,"cpuMillicores":100,"memorySizeMib":16}}'
 echo
 
+count() { # $1 word, $2 text: occurrences of the word
+  { grep -o "$1" <<<"$2" || true; } | wc -l
+}
+
 echo "==> waiting for every instance to be RUNNING"
 for second in $(seq 1 120); do
   state="$(call GetGateway '{"namespace":"demo","gatewayId":"hello"}' || true)"
-  running="$(grep -o 'GATEWAY_STATUS_RUNNING' <<<"$state" | wc -l)"
-  failed="$(grep -o 'GATEWAY_STATUS_FAILED' <<<"$state" | wc -l)"
+  running="$(count GATEWAY_STATUS_RUNNING "$state")"
+  failed="$(count GATEWAY_STATUS_FAILED "$state")"
   echo "    ${second}s: ${running}/3 running"
   if [[ "$failed" -gt 0 ]]; then echo "error: gateway failed: $state" >&2; exit 1; fi
   if [[ "$running" -eq 3 ]]; then break; fi
@@ -51,8 +55,8 @@ done
 
 echo "==> instances of demo/hello"
 if command -v python3 >/dev/null; then python3 -m json.tool <<<"$state"; else echo "$state"; fi
-first="$(grep -o '"address":"[^"]*"' <<<"$state" | head -n 1 | cut -d'"' -f4)"
+first="$({ grep -o '"address":"[^"]*"' <<<"$state" || true; } | head -n 1 | cut -d'"' -f4)"
 echo "==> GET http://$first/"
-curl -sS --max-time 5 "http://$first/"; echo
+curl -sS --max-time 5 --retry 5 --retry-connrefused --retry-delay 1 "http://$first/"; echo
 echo "Done. Stop everything with: scripts/compose.sh down -v (and remove demo containers with"
 echo "a DeleteGateway call first: curl -H 'Content-Type: application/json' -d '{\"namespace\":\"demo\",\"gatewayId\":\"hello\"}' $API/DeleteGateway)"
