@@ -29,6 +29,8 @@ pub const LABEL_WORKSPACE_ID: &str = "unkey.workspace.id";
 pub const LABEL_REPLICA: &str = "unkey.replica";
 /// Hash of everything that shapes a replica's container; a different hash means "replace".
 pub const LABEL_TEMPLATE: &str = "krane.template";
+/// The worker host (`--host-id`) that owns the container; resync only sweeps its own.
+pub const LABEL_HOST_ID: &str = "krane.host.id";
 
 /// The container port every gateway listens on.
 pub const GATEWAY_PORT: u16 = 8040;

@@ -41,6 +41,7 @@ pub struct Krane {
     pub log: EventLog,
     pub namespace: String,
     stop: CancellationToken,
+    worker_stop: Option<CancellationToken>,
     worker: Option<JoinHandle<anyhow::Result<()>>>,
     api: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -65,6 +66,7 @@ impl Krane {
             log,
             namespace: namespace.to_string(),
             stop,
+            worker_stop: None,
             worker: None,
             api: Some(api),
         };
@@ -72,9 +74,23 @@ impl Krane {
         krane
     }
 
+    /// Stops the in-process worker as SIGTERM would and waits for it to exit cleanly.
+    pub async fn shutdown_worker(&mut self) {
+        if let Some(stop) = self.worker_stop.take() {
+            stop.cancel();
+        }
+        if let Some(worker) = self.worker.take() {
+            tokio::time::timeout(Duration::from_secs(30), worker)
+                .await
+                .expect("worker stops within 30 s")
+                .expect("worker task did not panic")
+                .expect("worker exits cleanly");
+        }
+    }
+
     /// Starts the worker (again), with extra `krane-worker` flags.
     pub async fn start_worker(&mut self, extra_args: &[&str]) {
-        let config = worker_config(&self.nats.url(), extra_args);
+        let config = worker_config(&self.nats.url(), &self.host_id(), extra_args);
         let runtime = krane_worker::docker::DockerRuntime::connect(
             None,
             Default::default(),
@@ -84,9 +100,16 @@ impl Krane {
         .expect("connect to the Docker engine");
         let log = self.log.clone();
         let stop = self.stop.child_token();
+        self.worker_stop = Some(stop.clone());
         self.worker = Some(tokio::spawn(async move {
             krane_worker::run(&config, log, Arc::new(runtime), stop).await
         }));
+    }
+
+    /// The worker's host id: the test's namespace, so a worker's resync and event follower
+    /// only ever see the containers of its own test (tests share one engine).
+    pub fn host_id(&self) -> String {
+        self.namespace.clone()
     }
 
     pub fn client(&self, protocol: Protocol) -> TestClient {
@@ -133,13 +156,13 @@ where
 }
 
 /// The worker's configuration, parsed from flags exactly as the binary would.
-pub fn worker_config(nats_url: &str, extra_args: &[&str]) -> WorkerConfig {
+pub fn worker_config(nats_url: &str, host_id: &str, extra_args: &[&str]) -> WorkerConfig {
     let mut args = vec![
         "krane-worker",
         "--nats-url",
         nats_url,
         "--host-id",
-        "test-host",
+        host_id,
         "--ack-wait",
         "10s",
         "--shutdown-grace",

@@ -1,5 +1,9 @@
 //! A real `nats-server` with JetStream on a free loopback port and a temporary store.
 //! The binary comes from `KRANE_NATS_SERVER`, else `PATH` (`scripts/install-nats.sh` provides it).
+//!
+//! The server picks its own port (`-p -1`) and the harness reads it from the server's log:
+//! a port merely found free beforehand can be taken meanwhile by Docker, which publishes
+//! container ports from the same range.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -9,6 +13,7 @@ use tempfile::TempDir;
 
 pub struct NatsServer {
     child: Option<Child>,
+    /// 0 until the first start chose one; restarts keep it so clients reconnect.
     port: u16,
     store: TempDir,
 }
@@ -16,10 +21,9 @@ pub struct NatsServer {
 impl NatsServer {
     pub async fn start() -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
-        let port = free_port();
         let mut server = Self {
             child: None,
-            port,
+            port: 0,
             store,
         };
         server.spawn().await;
@@ -46,9 +50,18 @@ impl NatsServer {
 
     async fn spawn(&mut self) {
         let binary = binary();
+        let log = self.store.path().join("nats.log");
+        let _ = std::fs::remove_file(&log);
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.store.path())
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(self.store.path().join("jetstream"))
+            .arg("-l")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -59,20 +72,30 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Server is ready")
+                && let Some(port) = listening_port(&text)
             {
+                self.port = port;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "nats-server did not listen on port {} within 5 s",
-            self.port
+            "nats-server did not become ready within 10 s; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
+}
+
+/// The client port from nats-server's "Listening for client connections on <host>:<port>".
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("Listening for client connections on"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
 }
 
 impl Drop for NatsServer {

@@ -47,7 +47,7 @@ async fn wait_worker_idle(krane: &Krane) {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = krane
             .log
             .commands_stream()
-            .get_consumer(&krane_worker::consumer_name("test-host"))
+            .get_consumer(&krane_worker::consumer_name(&krane.host_id()))
             .await
             .ok()?;
         let info = consumer.info().await.ok()?;

@@ -51,6 +51,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Time between full resyncs (drift repair also follows the engine's events).
+    #[arg(long, env = "KRANE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
     /// Longest wait for an image pull.
     #[arg(long, env = "KRANE_PULL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub pull_timeout: Duration,

@@ -1,6 +1,6 @@
 //! The worker's intake: a durable JetStream pull consumer on the commands stream, one per host
 //! (workers of the same host share it, so each command is handled once per host). Each message
-//! is handled under a per-gateway lock, kept alive with in-progress acks while Docker works, and
+//! is kept alive with in-progress acks while Docker works, and
 //! acknowledged only after its effects are done and reported. Failures back off with `nak`
 //! delays and give up (FAILED, message kept in the stream) after `max_attempts`.
 //!
@@ -13,8 +13,7 @@ use futures::StreamExt;
 use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::{self, GatewayKey};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +59,6 @@ pub async fn run(
     let mut messages = consumer.messages().await?;
     info!(consumer = %settings.durable_name, "consuming commands");
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let locks = GatewayLocks::default();
     let tracker = TaskTracker::new();
     let hand_back = CancellationToken::new();
     loop {
@@ -85,7 +83,6 @@ pub async fn run(
         let handler = Handler {
             reconciler: reconciler.clone(),
             settings: settings.clone(),
-            locks: locks.clone(),
             hand_back: hand_back.clone(),
         };
         tracker.spawn(async move {
@@ -112,7 +109,6 @@ pub async fn run(
 struct Handler {
     reconciler: Arc<Reconciler>,
     settings: ConsumerSettings,
-    locks: GatewayLocks,
     hand_back: CancellationToken,
 }
 
@@ -133,8 +129,6 @@ impl Handler {
     }
 
     async fn handle_command(&self, message: &Message, key: &GatewayKey) {
-        let lock = self.locks.lock_for(key);
-        let _guard = lock.lock().await;
         let reconcile = self.reconciler.reconcile(key);
         let outcome = tokio::select! {
             outcome = keep_alive(message, self.settings.ack_wait, reconcile) => outcome,
@@ -227,23 +221,6 @@ async fn ack(message: &Message, kind: AckKind) {
 pub fn backoff(attempt: i64) -> Duration {
     let exponent = u32::try_from(attempt.clamp(1, 6) - 1).unwrap_or(0);
     Duration::from_secs(2u64.pow(exponent).min(30))
-}
-
-/// One async mutex per gateway, so a worker never runs two reconciles of one gateway at once.
-#[derive(Clone, Default)]
-struct GatewayLocks {
-    locks: Arc<Mutex<HashMap<GatewayKey, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-impl GatewayLocks {
-    fn lock_for(&self, key: &GatewayKey) -> Arc<tokio::sync::Mutex<()>> {
-        let Ok(mut locks) = self.locks.lock() else {
-            return Arc::default();
-        };
-        // Forget locks nobody holds, so the map stays as small as the work in flight.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(key.clone()).or_default().clone()
-    }
 }
 
 #[cfg(test)]

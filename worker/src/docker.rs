@@ -14,10 +14,11 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    RemoveContainerOptions, StartContainerOptions,
 };
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use krane_core::names::{self, GatewayKey};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,6 +39,23 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
+    async fn list_labelled(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), labels)])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(classify)?;
+        Ok(containers.into_iter().filter_map(observe).collect())
+    }
+
     /// Connects to `docker_host` (`unix://…`, `tcp://…`) or the local default socket, and
     /// negotiates the API version. Fails if the engine does not answer.
     pub async fn connect(
@@ -116,22 +134,59 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
         // Ids are validated to [a-zA-Z0-9_.-], so they cannot inject into the label filter.
-        let labels = vec![
+        self.list_labelled(vec![
             format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
             format!("{}={}", names::LABEL_NAMESPACE, key.namespace),
             format!("{}={}", names::LABEL_GATEWAY_ID, key.gateway_id),
-        ];
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_string(), labels)])),
+        ])
+        .await
+    }
+
+    async fn list_owned(&self, host_id: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.list_labelled(vec![
+            format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
+            format!("{}={host_id}", names::LABEL_HOST_ID),
+        ])
+        .await
+    }
+
+    fn changes(&self, host_id: &str) -> BoxStream<'static, Result<GatewayKey, RuntimeError>> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![
+                    format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
+                    format!("{}={host_id}", names::LABEL_HOST_ID),
+                ],
+            ),
+            // State changes that can leave a replica not running; our own creates and starts
+            // need no reaction.
+            (
+                "event".to_string(),
+                ["die", "stop", "kill", "destroy", "pause", "oom"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let options = EventsOptions {
+            filters: Some(filters),
             ..Default::default()
         };
-        let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(classify)?;
-        Ok(containers.into_iter().filter_map(observe).collect())
+        self.docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                match event {
+                    Ok(event) => {
+                        let attributes = event.actor?.attributes?;
+                        let namespace = attributes.get(names::LABEL_NAMESPACE)?;
+                        let gateway_id = attributes.get(names::LABEL_GATEWAY_ID)?;
+                        Some(Ok(GatewayKey::new(namespace, gateway_id)))
+                    }
+                    Err(error) => Some(Err(classify(error))),
+                }
+            })
+            .boxed()
     }
 
     async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError> {
@@ -209,7 +264,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 }
 
-/// Turns a listed container into an observation; containers without a name are skipped.
+/// Turns a listed container into an observation; containers without a name or gateway
+/// labels are skipped.
 fn observe(summary: ContainerSummary) -> Option<ObservedContainer> {
     let name = summary
         .names
@@ -218,6 +274,10 @@ fn observe(summary: ContainerSummary) -> Option<ObservedContainer> {
         .trim_start_matches('/')
         .to_string();
     let labels = summary.labels.unwrap_or_default();
+    let gateway = GatewayKey::new(
+        labels.get(names::LABEL_NAMESPACE)?,
+        labels.get(names::LABEL_GATEWAY_ID)?,
+    );
     let state = match summary.state {
         Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
         Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
@@ -239,6 +299,7 @@ fn observe(summary: ContainerSummary) -> Option<ObservedContainer> {
         .and_then(|port| port.public_port);
     Some(ObservedContainer {
         name,
+        gateway,
         replica: labels
             .get(names::LABEL_REPLICA)
             .and_then(|replica| replica.parse().ok()),

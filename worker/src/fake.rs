@@ -5,6 +5,8 @@ use crate::runtime::{
     ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError,
 };
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -24,7 +26,7 @@ struct FakeState {
 }
 
 impl FakeRuntime {
-    /// A runtime on which every image is present.
+    /// A runtime on which exactly `images` are present.
     pub fn with_images(images: &[&str]) -> Self {
         let runtime = Self::default();
         if let Ok(mut state) = runtime.state.lock() {
@@ -46,6 +48,33 @@ impl FakeRuntime {
             .lock()
             .map(|state| state.containers.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn list_where(
+        &self,
+        wanted: impl Fn(&ReplicaContainer) -> bool,
+    ) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let label = |container: &ReplicaContainer, name: &str| {
+            container.labels.get(name).cloned().unwrap_or_default()
+        };
+        self.with_state(|state| {
+            Ok(state
+                .containers
+                .values()
+                .filter(|(container, _, _)| wanted(container))
+                .map(|(container, state, port)| ObservedContainer {
+                    name: container.name.clone(),
+                    gateway: GatewayKey::new(
+                        label(container, names::LABEL_NAMESPACE),
+                        label(container, names::LABEL_GATEWAY_ID),
+                    ),
+                    replica: label(container, names::LABEL_REPLICA).parse().ok(),
+                    template: label(container, names::LABEL_TEMPLATE),
+                    state: *state,
+                    host_port: (*state == ContainerState::Running).then_some(*port),
+                })
+                .collect())
+        })
     }
 
     fn with_state<T>(
@@ -79,29 +108,9 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        self.with_state(|state| {
-            Ok(state
-                .containers
-                .values()
-                .filter(|(container, _, _)| {
-                    container.labels.get(names::LABEL_NAMESPACE) == Some(&key.namespace)
-                        && container.labels.get(names::LABEL_GATEWAY_ID) == Some(&key.gateway_id)
-                })
-                .map(|(container, state, port)| ObservedContainer {
-                    name: container.name.clone(),
-                    replica: container
-                        .labels
-                        .get(names::LABEL_REPLICA)
-                        .and_then(|replica| replica.parse().ok()),
-                    template: container
-                        .labels
-                        .get(names::LABEL_TEMPLATE)
-                        .cloned()
-                        .unwrap_or_default(),
-                    state: *state,
-                    host_port: (*state == ContainerState::Running).then_some(*port),
-                })
-                .collect())
+        self.list_where(|container| {
+            container.labels.get(names::LABEL_NAMESPACE) == Some(&key.namespace)
+                && container.labels.get(names::LABEL_GATEWAY_ID) == Some(&key.gateway_id)
         })
     }
 
@@ -139,5 +148,20 @@ impl ContainerRuntime for FakeRuntime {
             state.containers.remove(name);
             Ok(())
         })
+    }
+
+    async fn list_owned(&self, host_id: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.list_where(|container| {
+            container
+                .labels
+                .get(names::LABEL_HOST_ID)
+                .map(String::as_str)
+                == Some(host_id)
+        })
+    }
+
+    fn changes(&self, _host_id: &str) -> BoxStream<'static, Result<GatewayKey, RuntimeError>> {
+        // The fake changes only through the worker itself: nothing to follow.
+        futures::stream::pending().boxed()
     }
 }

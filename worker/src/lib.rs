@@ -3,6 +3,7 @@
 //!
 //! - [`consumer`]: takes commands off the JetStream consumer, acks only after the work is done.
 //! - [`reconcile`]: level-triggered handling of one gateway: latest intent → plan → act → report.
+//! - [`resync`]: drift repair from the engine's event stream and a periodic full resync.
 //! - [`plan`]: the pure decision (`plan`) and report (`observations`) logic.
 //! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine.
 //! - [`docker`]: `DockerRuntime`, the trait on bollard; [`fake`]: an in-memory one.
@@ -18,12 +19,14 @@ pub mod docker;
 pub mod fake;
 pub mod plan;
 pub mod reconcile;
+pub mod resync;
 pub mod runtime;
 
 use crate::config::WorkerConfig;
 use crate::consumer::ConsumerSettings;
 use crate::plan::HostIdentity;
 use crate::reconcile::Reconciler;
+use crate::resync::ResyncSettings;
 use crate::runtime::ContainerRuntime;
 use anyhow::Context;
 use krane_core::log::EventLog;
@@ -54,9 +57,21 @@ pub async fn run(
         ack_wait: config.ack_wait,
         grace: config.shutdown_grace,
     };
-    consumer::run(reconciler, settings, stop)
+    let resync = tokio::spawn(resync::run(
+        reconciler.clone(),
+        ResyncSettings {
+            interval: config.resync_interval,
+            parallelism: config.concurrency,
+        },
+        stop.clone(),
+    ));
+    let consumed = consumer::run(reconciler, settings, stop.clone())
         .await
-        .context("command consumer failed")
+        .context("command consumer failed");
+    // Whatever ended the consumer, the resync goes with it.
+    stop.cancel();
+    let _ = resync.await;
+    consumed
 }
 
 /// Durable consumer name of a host: consumer names may not contain `.`, `*`, `>` or spaces.

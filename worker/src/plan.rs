@@ -253,6 +253,7 @@ mod tests {
     fn container(replica: u32, template: &str, state: ContainerState) -> ObservedContainer {
         ObservedContainer {
             name: key().container_name(replica),
+            gateway: key(),
             replica: Some(replica),
             template: template.into(),
             state,

@@ -12,8 +12,8 @@ use krane_core::log::{EventLog, LogError};
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
 use krane_core::spec::GatewaySpec;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use tracing::{debug, info, warn};
 
 /// Plan/act rounds per reconcile; more means someone keeps changing things under us, and the
@@ -37,6 +37,7 @@ pub enum ReconcileError {
 
 pub struct Reconciler {
     log: EventLog,
+    locks: GatewayLocks,
     runtime: Arc<dyn ContainerRuntime>,
     host: HostIdentity,
     /// Replicas created (or removed) at once.
@@ -52,6 +53,7 @@ impl Reconciler {
     ) -> Self {
         Self {
             log,
+            locks: GatewayLocks::default(),
             runtime,
             host,
             parallelism: parallelism.max(1),
@@ -62,8 +64,20 @@ impl Reconciler {
         &self.log
     }
 
-    /// Brings the gateway's containers to its latest intent and reports them.
+    pub fn runtime(&self) -> &dyn ContainerRuntime {
+        self.runtime.as_ref()
+    }
+
+    pub fn host(&self) -> &HostIdentity {
+        &self.host
+    }
+
+    /// Brings the gateway's containers to its latest intent and reports them. Reconciles of
+    /// one gateway never overlap within a worker (commands, engine events and resync share a
+    /// lock per gateway).
     pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
         for round in 0..MAX_ROUNDS {
             let (desired, record) = self.current_intent(key).await?;
             let desired = desired.as_ref();
@@ -118,6 +132,8 @@ impl Reconciler {
         reason: &str,
         state: ObservedState,
     ) -> Result<(), ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
         let (desired, record) = self.current_intent(key).await?;
         let failures = failing_all(desired.as_ref(), reason, state);
         self.report_only_failures(key, desired.as_ref(), record.as_ref(), &failures)
@@ -222,7 +238,7 @@ impl Reconciler {
     ) -> Result<(), RuntimeError> {
         let container_for = |replica: u32| {
             desired
-                .map(|spec| ReplicaContainer::for_replica(spec, replica))
+                .map(|spec| ReplicaContainer::for_replica(spec, replica, &self.host.host_id))
                 .ok_or_else(|| RuntimeError::Rejected("no spec to create from".into()))
         };
         match action {
@@ -317,4 +333,21 @@ fn failing_all(
             (replica, failure)
         })
         .collect()
+}
+
+/// One async mutex per gateway, so a worker never runs two reconciles of one gateway at once.
+#[derive(Clone, Default)]
+struct GatewayLocks {
+    locks: Arc<Mutex<HashMap<GatewayKey, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl GatewayLocks {
+    fn lock_for(&self, key: &GatewayKey) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.locks.lock() else {
+            return Arc::default();
+        };
+        // Forget locks nobody holds, so the map stays as small as the work in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(key.clone()).or_default().clone()
+    }
 }

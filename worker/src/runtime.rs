@@ -3,6 +3,7 @@
 //! the pipeline without Docker. Everything above this trait is engine-agnostic.
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
 use krane_core::spec::GatewaySpec;
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ pub struct ReplicaContainer {
 }
 
 impl ReplicaContainer {
-    pub fn for_replica(spec: &GatewaySpec, replica: u32) -> Self {
+    pub fn for_replica(spec: &GatewaySpec, replica: u32, host_id: &str) -> Self {
         let key = spec.key();
         let labels = [
             (names::LABEL_GATEWAY_ID, spec.gateway_id.clone()),
@@ -28,6 +29,7 @@ impl ReplicaContainer {
             (names::LABEL_WORKSPACE_ID, spec.workspace_id.clone()),
             (names::LABEL_REPLICA, replica.to_string()),
             (names::LABEL_TEMPLATE, spec.template()),
+            (names::LABEL_HOST_ID, host_id.to_string()),
         ]
         .into_iter()
         .map(|(label, value)| (label.to_string(), value))
@@ -64,6 +66,8 @@ pub enum ContainerState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedContainer {
     pub name: String,
+    /// The gateway it belongs to, from its namespace and gateway labels.
+    pub gateway: GatewayKey,
     /// From the replica label; `None` if the label is missing or garbled.
     pub replica: Option<u32>,
     /// From the template label; empty if missing.
@@ -107,6 +111,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn start(&self, name: &str) -> Result<(), RuntimeError>;
     /// Removes a container (forcefully, with its anonymous volumes) unless it is gone.
     async fn remove(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Every krane container this host owns (its `krane.host.id` label), for the resync.
+    async fn list_owned(&self, host_id: &str) -> Result<Vec<ObservedContainer>, RuntimeError>;
+    /// Gateways whose containers owned by `host_id` changed state on the engine (died,
+    /// stopped, removed …), as it happens. The stream ends (or errs) when the engine goes away.
+    fn changes(&self, host_id: &str) -> BoxStream<'static, Result<GatewayKey, RuntimeError>>;
 }
 
 #[cfg(test)]
@@ -124,12 +133,13 @@ mod tests {
             cpu_millicores: 500,
             memory_mib: 128,
         };
-        let container = ReplicaContainer::for_replica(&spec, 1);
+        let container = ReplicaContainer::for_replica(&spec, 1, "h1");
         assert_eq!(container.name, spec.key().container_name(1));
         assert_eq!(container.labels["unkey.gateway.id"], "gw");
         assert_eq!(container.labels["unkey.managed.by"], "krane");
         assert_eq!(container.labels["unkey.replica"], "1");
         assert_eq!(container.labels["krane.template"], spec.template());
+        assert_eq!(container.labels["krane.host.id"], "h1");
         assert!(container.env.contains(&"UNKEY_WORKSPACE_ID=ws".to_string()));
         assert!(container.env.contains(&"UNKEY_GATEWAY_ID=gw".to_string()));
         assert!(container.env.contains(&"UNKEY_IMAGE=img:1".to_string()));
