@@ -110,6 +110,17 @@ impl EventLog {
         &self.jetstream
     }
 
+    /// Fails at once while the client is disconnected, instead of waiting for a request
+    /// timeout: callers learn `unavailable` fast, and the client reconnects on its own.
+    fn ensure_connected(&self) -> Result<()> {
+        match self.jetstream.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(LogError::Unavailable(format!(
+                "not connected to NATS ({state})"
+            ))),
+        }
+    }
+
     pub fn commands_stream(&self) -> &stream::Stream {
         &self.commands
     }
@@ -117,6 +128,7 @@ impl EventLog {
     /// Durably stores a command; returns its sequence on the commands stream. A retry with the
     /// same `message_id` within the dedup window returns the sequence of the first copy.
     pub async fn publish_command(&self, command: &Command, message_id: &str) -> Result<u64> {
+        self.ensure_connected()?;
         let message = PublishMessage::build()
             .payload(command.encode().into())
             .message_id(message_id);
@@ -133,6 +145,7 @@ impl EventLog {
 
     /// Durably stores an observation; returns its sequence on the events stream.
     pub async fn publish_event(&self, event: &InstanceObserved) -> Result<u64> {
+        self.ensure_connected()?;
         let ack = self
             .jetstream
             .publish(
@@ -148,6 +161,7 @@ impl EventLog {
 
     /// The gateway's latest command and its sequence: the current intent, straight from the log.
     pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<(u64, Command)>> {
+        self.ensure_connected()?;
         match self
             .commands
             .get_last_raw_message_by_subject(&key.command_subject())
@@ -175,6 +189,7 @@ impl EventLog {
 
     /// Reads a gateway's record with its revision.
     pub async fn load_record(&self, key: &GatewayKey) -> Result<StoredRecord> {
+        self.ensure_connected()?;
         let entry = self
             .gateways
             .entry(key.kv_key())

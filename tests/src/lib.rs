@@ -6,6 +6,7 @@
 pub mod client;
 pub mod docker;
 pub mod nats;
+pub mod process;
 
 pub use client::{Protocol, RpcError, TestClient};
 pub use nats::NatsServer;
@@ -13,6 +14,7 @@ pub use nats::NatsServer;
 use clap::Parser;
 use krane_core::log::EventLog;
 use krane_worker::config::WorkerConfig;
+use krane_worker::runtime::ContainerRuntime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,6 +51,16 @@ pub struct Krane {
 impl Krane {
     /// Starts everything; `namespace` labels this test's containers (removed on drop).
     pub async fn start(namespace: &str) -> Self {
+        let mut krane = Self::start_without_worker(namespace).await;
+        krane.start_worker(&[]).await;
+        krane
+    }
+
+    /// Starts NATS and the API only; the test runs workers itself (in-process or as processes).
+    pub async fn start_without_worker(namespace: &str) -> Self {
+        if std::env::var_os("KRANE_TEST_LOG").is_some() {
+            krane_core::telemetry::init_logging(false);
+        }
         docker::require_test_image().await;
         let nats = NatsServer::start().await;
         let log = krane_core::log::connect(&nats.url(), "krane-test", Duration::from_secs(5))
@@ -60,7 +72,7 @@ impl Krane {
             .expect("bind a free port for the API");
         let api_addr = listener.local_addr().expect("API address");
         let api = tokio::spawn(krane_api::serve(listener, log.clone(), stop.clone()));
-        let mut krane = Self {
+        Self {
             nats,
             api_addr,
             log,
@@ -69,9 +81,25 @@ impl Krane {
             worker_stop: None,
             worker: None,
             api: Some(api),
-        };
-        krane.start_worker(&[]).await;
-        krane
+        }
+    }
+
+    /// The `krane-worker` binary as a process on this test's NATS and host id.
+    pub fn worker_process(&self, extra_args: &[&str]) -> process::ServiceProcess {
+        let mut args: Vec<String> = [
+            "--nats-url",
+            &self.nats.url(),
+            "--host-id",
+            &self.host_id(),
+            "--advertise-host",
+            "127.0.0.1",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        let log = std::env::temp_dir().join(format!("{}-worker.log", self.namespace));
+        process::ServiceProcess::spawn("krane-worker", args, log)
     }
 
     /// Stops the in-process worker as SIGTERM would and waits for it to exit cleanly.
@@ -88,21 +116,26 @@ impl Krane {
         }
     }
 
-    /// Starts the worker (again), with extra `krane-worker` flags.
+    /// Starts the worker (again) on the local Docker engine, with extra `krane-worker` flags.
     pub async fn start_worker(&mut self, extra_args: &[&str]) {
-        let config = worker_config(&self.nats.url(), &self.host_id(), extra_args);
         let runtime = krane_worker::docker::DockerRuntime::connect(
             None,
             Default::default(),
-            config.pull_timeout,
+            Duration::from_secs(20),
         )
         .await
         .expect("connect to the Docker engine");
+        self.start_worker_on(Arc::new(runtime), extra_args);
+    }
+
+    /// Starts the worker (again) on any container runtime (e.g. the in-memory fake).
+    pub fn start_worker_on(&mut self, runtime: Arc<dyn ContainerRuntime>, extra_args: &[&str]) {
+        let config = worker_config(&self.nats.url(), &self.host_id(), extra_args);
         let log = self.log.clone();
         let stop = self.stop.child_token();
         self.worker_stop = Some(stop.clone());
         self.worker = Some(tokio::spawn(async move {
-            krane_worker::run(&config, log, Arc::new(runtime), stop).await
+            krane_worker::run(&config, log, runtime, stop).await
         }));
     }
 

@@ -34,61 +34,66 @@ pub struct ConsumerSettings {
     pub grace: Duration,
 }
 
-/// Consumes commands until `stop` fires; returns after in-flight work finished or was handed back.
+/// Consumes commands until `stop` fires; returns after in-flight work finished or was handed
+/// back. NATS outages (at start or later) are waited out: the consumer is reopened with backoff.
 pub async fn run(
     reconciler: Arc<Reconciler>,
     settings: ConsumerSettings,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer = reconciler
-        .log()
-        .commands_stream()
-        .get_or_create_consumer(
-            &settings.durable_name,
-            consumer::pull::Config {
-                durable_name: Some(settings.durable_name.clone()),
-                description: Some("krane worker intake".into()),
-                filter_subject: format!("{}.>", names::COMMANDS_SUBJECT_PREFIX),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_ack_pending: i64::try_from(settings.concurrency * 4).unwrap_or(1024),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer.messages().await?;
-    info!(consumer = %settings.durable_name, "consuming commands");
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let hand_back = CancellationToken::new();
-    loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit?,
-        };
-        let next = tokio::select! {
-            _ = stop.cancelled() => break,
-            next = messages.next() => next,
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => {
-                // Missed heartbeats and the like while NATS is away; the stream recovers.
-                warn!(%error, "pulling commands failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+    let mut reopen_delay = Duration::from_millis(500);
+    'intake: loop {
+        let mut messages = match open(&reconciler, &settings).await {
+            Ok(messages) => {
+                info!(consumer = %settings.durable_name, "consuming commands");
+                reopen_delay = Duration::from_millis(500);
+                messages
             }
-            None => anyhow::bail!("the commands consumer ended"),
+            Err(error) => {
+                warn!(%error, retry_in = ?reopen_delay, "cannot open the commands consumer");
+                tokio::select! {
+                    _ = stop.cancelled() => break 'intake,
+                    _ = tokio::time::sleep(reopen_delay) => {}
+                }
+                reopen_delay = (reopen_delay * 2).min(Duration::from_secs(10));
+                continue 'intake;
+            }
         };
-        let handler = Handler {
-            reconciler: reconciler.clone(),
-            settings: settings.clone(),
-            hand_back: hand_back.clone(),
-        };
-        tracker.spawn(async move {
-            handler.handle(message).await;
-            drop(permit);
-        });
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break 'intake,
+                permit = permits.clone().acquire_owned() => permit?,
+            };
+            let next = tokio::select! {
+                _ = stop.cancelled() => break 'intake,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    // Missed heartbeats and the like while NATS is away; the stream recovers.
+                    warn!(%error, "pulling commands failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => {
+                    warn!("the commands consumer ended; reopening it");
+                    continue 'intake;
+                }
+            };
+            let handler = Handler {
+                reconciler: reconciler.clone(),
+                settings: settings.clone(),
+                hand_back: hand_back.clone(),
+            };
+            tracker.spawn(async move {
+                handler.handle(message).await;
+                drop(permit);
+            });
+        }
     }
     info!(
         in_flight = tracker.len(),
@@ -104,6 +109,30 @@ pub async fn run(
         tracker.wait().await;
     }
     Ok(())
+}
+
+/// Creates (or finds) the host's durable consumer and starts pulling from it.
+async fn open(
+    reconciler: &Reconciler,
+    settings: &ConsumerSettings,
+) -> anyhow::Result<consumer::pull::Stream> {
+    let consumer: consumer::PullConsumer = reconciler
+        .log()
+        .commands_stream()
+        .get_or_create_consumer(
+            &settings.durable_name,
+            consumer::pull::Config {
+                durable_name: Some(settings.durable_name.clone()),
+                description: Some("krane worker intake".into()),
+                filter_subject: format!("{}.>", names::COMMANDS_SUBJECT_PREFIX),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: i64::try_from(settings.concurrency * 4).unwrap_or(1024),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer.messages().await?)
 }
 
 struct Handler {

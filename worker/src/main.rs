@@ -25,6 +25,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    krane_core::shutdown::cancel_on_signal(stop.clone());
     let connect_nats = || async {
         krane_core::log::connect(&config.nats_url, "krane-worker", Duration::from_secs(5))
             .await
@@ -44,8 +46,6 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
     let log = connect_nats().await?;
-    let stop = CancellationToken::new();
-    tokio::spawn(krane_core::shutdown::stop_on_signal(stop.clone()));
     info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
     krane_worker::run(&config, log, Arc::new(runtime), stop).await?;
     info!("krane-worker stopped");
