@@ -20,6 +20,8 @@ pub struct FakeRuntime {
 struct FakeState {
     containers: BTreeMap<String, (ReplicaContainer, ContainerState, u16)>,
     images: BTreeSet<String>,
+    /// Images whose containers always fail to start, with the error they fail with.
+    failing: BTreeMap<String, RuntimeError>,
     next_port: u16,
     /// When set, every call fails as if the engine were down.
     down: bool,
@@ -34,6 +36,14 @@ impl FakeRuntime {
             state.next_port = 30000;
         }
         runtime
+    }
+
+    /// Makes every container of `image` fail to start with `error` (a poison gateway).
+    pub fn fail_image(&self, image: &str, error: RuntimeError) {
+        if let Ok(mut state) = self.state.lock() {
+            state.images.insert(image.to_string());
+            state.failing.insert(image.to_string(), error);
+        }
     }
 
     pub fn set_down(&self, down: bool) {
@@ -121,6 +131,9 @@ impl ContainerRuntime for FakeRuntime {
                     image: container.image.clone(),
                     reason: "not found".into(),
                 });
+            }
+            if let Some(error) = state.failing.get(&container.image) {
+                return Err(error.clone());
             }
             state.next_port = state.next_port.wrapping_add(1);
             let port = state.next_port;
