@@ -1,6 +1,7 @@
 //! `krane-api` flags; each can also be set through the environment variable named with it.
 
 use clap::Parser;
+use krane_core::log::NatsArgs;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]
@@ -14,9 +15,8 @@ pub struct ApiConfig {
     #[arg(long, env = "KRANE_API_LISTEN", default_value = "0.0.0.0:7070")]
     pub listen: SocketAddr,
 
-    /// NATS server URL.
-    #[arg(long, env = "KRANE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON")]

@@ -28,9 +28,11 @@ async fn main() -> ExitCode {
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     krane_core::shutdown::cancel_on_signal(stop.clone());
-    let log = krane_core::log::connect(&config.nats_url, "krane-api", NATS_REQUEST_TIMEOUT)
+    let log = krane_core::log::connect(&config.nats, "krane-api", NATS_REQUEST_TIMEOUT)
         .await
-        .map_err(|error| anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats_url))?;
+        .map_err(|error| {
+            anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats.nats_url)
+        })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;

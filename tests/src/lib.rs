@@ -63,9 +63,13 @@ impl Krane {
         }
         docker::require_test_image().await;
         let nats = NatsServer::start().await;
-        let log = krane_core::log::connect(&nats.url(), "krane-test", Duration::from_secs(5))
-            .await
-            .expect("open the JetStream log");
+        let log = krane_core::log::connect(
+            &krane_core::log::NatsArgs::url(nats.url()),
+            "krane-test",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("open the JetStream log");
         let stop = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

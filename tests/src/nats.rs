@@ -16,15 +16,23 @@ pub struct NatsServer {
     /// 0 until the first start chose one; restarts keep it so clients reconnect.
     port: u16,
     store: TempDir,
+    /// Further server flags (authentication, TLS), kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with further `nats-server` flags (e.g. `--user`, `--tls`).
+    pub async fn start_with(extra_args: &[&str]) -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
         let mut server = Self {
             child: None,
             port: 0,
             store,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.spawn().await;
         server
@@ -62,6 +70,7 @@ impl NatsServer {
             .arg(self.store.path().join("jetstream"))
             .arg("-l")
             .arg(&log)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,6 +1,7 @@
 //! `krane-worker` flags; each can also be set through the environment variable named with it.
 
 use clap::{Parser, Subcommand};
+use krane_core::log::NatsArgs;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
@@ -10,14 +11,8 @@ use std::time::Duration;
     about = "Reconciles krane gateways on one Docker host"
 )]
 pub struct WorkerConfig {
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "KRANE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Docker engine address (unix://…, tcp://…); the local socket when unset.
     #[arg(long, env = "DOCKER_HOST")]

@@ -28,9 +28,11 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     krane_core::shutdown::cancel_on_signal(stop.clone());
     let connect_nats = || async {
-        krane_core::log::connect(&config.nats_url, "krane-worker", Duration::from_secs(5))
+        krane_core::log::connect(&config.nats, "krane-worker", Duration::from_secs(5))
             .await
-            .map_err(|error| anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats_url))
+            .map_err(|error| {
+                anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats.nats_url)
+            })
     };
     if let Some(WorkerCommand::RebuildProjection) = config.command {
         let records = connect_nats().await?.rebuild_projection().await?;
