@@ -172,3 +172,49 @@ async fn the_same_gateway_id_in_two_namespaces_is_two_gateways() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with(&format!("{team_b}-edge-0-")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_outage_is_waited_out_not_counted_as_failure() {
+    let namespace = unique_namespace("enginedown");
+    let mut krane = Krane::start_without_worker(&namespace).await;
+    let runtime = Arc::new(FakeRuntime::with_images(&[krane_tests::TEST_IMAGE]));
+    runtime.set_down(true);
+    krane.start_worker_on(runtime.clone(), &["--max-attempts", "2"]);
+    let client = krane.client(Protocol::ConnectJson);
+    client
+        .create(Some(gateway_request(&namespace, "patient", 2)))
+        .await
+        .expect("accepted");
+    let waiting = eventually("the outage is shown", Duration::from_secs(10), || async {
+        let got = client.get(&namespace, "patient").await.ok()?;
+        let first = got.instances.first()?.clone();
+        first
+            .reason
+            .contains("waiting for the Docker engine")
+            .then_some(first)
+    })
+    .await;
+    assert_eq!(waiting.status, GatewayStatus::Pending as i32);
+    // More deliveries than --max-attempts pass (backoff 1 s, 2 s, 4 s): still not FAILED.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got = client.get(&namespace, "patient").await.expect("get");
+    assert!(
+        got.instances
+            .iter()
+            .all(|i| i.status == GatewayStatus::Pending as i32),
+        "{got:?}"
+    );
+    runtime.set_down(false);
+    eventually(
+        "converged once the engine is back",
+        Duration::from_secs(40),
+        || async {
+            let got = client.get(&namespace, "patient").await.ok()?;
+            got.instances
+                .iter()
+                .all(|i| i.status == GatewayStatus::Running as i32 && i.reason.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -200,6 +200,19 @@ impl Handler {
         attempt: i64,
     ) {
         let max = i64::from(self.settings.max_attempts);
+        if let Err(engine) = self.reconciler.runtime().ping().await {
+            // The engine itself is away: not this gateway's fault, so this attempt does not
+            // count towards FAILED; wait for the engine with backoff and show why.
+            let delay = backoff(attempt);
+            warn!(%engine, ?delay, "Docker engine unavailable; waiting for it");
+            let reason = format!("waiting for the Docker engine: {engine}");
+            let _ = self
+                .reconciler
+                .report_unresolved(key, &reason, ObservedState::Pending)
+                .await;
+            ack(message, AckKind::Nak(Some(delay))).await;
+            return;
+        }
         if attempt >= max {
             warn!(attempt, %reason, "giving up; marking the gateway FAILED");
             let reason = format!("gave up after {attempt} attempts: {reason}");

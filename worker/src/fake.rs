@@ -104,6 +104,10 @@ impl FakeRuntime {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.with_state(|_| Ok(()))
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         self.with_state(|state| {
             if state.images.contains(image) {

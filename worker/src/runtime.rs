@@ -101,6 +101,8 @@ impl RuntimeError {
 /// container that exists, starting a running one or removing a missing one succeeds.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Checks that the engine answers at all (tells an engine outage from a failing gateway).
+    async fn ping(&self) -> Result<(), RuntimeError>;
     /// Makes sure `image` is present, pulling it if missing.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
     /// Every container (running or not) labelled as belonging to the gateway.
