@@ -4,13 +4,17 @@
 //! - [`gateways`]: the three GatewayService handlers.
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
+//! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
+//! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
 //!
 //! One port serves Connect (JSON and binary, HTTP/1.1 and h2c) and gRPC, told apart by
 //! content type (connectrpc-axum in front of tonic).
 
 pub mod config;
+pub mod decode;
 pub mod errors;
 pub mod gateways;
+pub mod refusal;
 
 use connectrpc_axum::MakeServiceBuilder;
 use krane_core::log::EventLog;
@@ -40,6 +44,10 @@ pub async fn serve(
         .add_router(connect_router)
         .add_grpc_service(grpc_service)
         .build();
+    // Bodies are checked before Connect/gRPC dispatch.
+    let service = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(decode::check_request_body))
+        .service(service);
     info!(address = %listener.local_addr()?, "krane-api listening (Connect + gRPC)");
     axum::serve(listener, tower::make::Shared::new(service))
         .with_graceful_shutdown(stop.cancelled_owned())
