@@ -18,6 +18,15 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub nats: NatsArgs,
 
+    /// Require `Authorization: Bearer <token>` on every call (unset: no authentication).
+    #[arg(
+        long,
+        env = "KRANE_AUTH_TOKEN",
+        hide_env_values = true,
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub auth_token: Option<String>,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON")]
     pub log_json: bool,

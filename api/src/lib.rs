@@ -4,12 +4,14 @@
 //! - [`gateways`]: the three GatewayService handlers.
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
+//! - [`auth`]: optional bearer-token authentication of every call.
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
 //!
 //! One port serves Connect (JSON and binary, HTTP/1.1 and h2c) and gRPC, told apart by
 //! content type (connectrpc-axum in front of tonic).
 
+pub mod auth;
 pub mod config;
 pub mod decode;
 pub mod errors;
@@ -19,6 +21,7 @@ pub mod refusal;
 use connectrpc_axum::MakeServiceBuilder;
 use krane_core::log::EventLog;
 use krane_proto::krane::v1::gateway_service_connect::GatewayServiceTonicCompatibleBuilder;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -26,12 +29,36 @@ use tracing::info;
 /// Largest request body accepted; anything bigger is `resource_exhausted`.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// How the API is served, beyond where and on what.
+#[derive(Clone, Default)]
+pub struct ApiOptions {
+    /// When set, every call must carry `Authorization: Bearer <token>` ([`auth`]).
+    pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.auth_token.as_ref().map(|_| "…");
+        formatter
+            .debug_struct("ApiOptions")
+            .field("auth_token", &token)
+            .finish()
+    }
+}
+
 /// Serves the API on `listener` until `stop` fires, then drains open requests.
 pub async fn serve(
     listener: TcpListener,
     log: EventLog,
+    options: ApiOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let auth = options
+        .auth_token
+        .as_deref()
+        .map(auth::BearerAuth::new)
+        .transpose()?
+        .map(Arc::new);
     let (connect_router, grpc_service) = GatewayServiceTonicCompatibleBuilder::new()
         .create_gateway(gateways::create_gateway)
         .get_gateway(gateways::get_gateway)
@@ -44,11 +71,18 @@ pub async fn serve(
         .add_router(connect_router)
         .add_grpc_service(grpc_service)
         .build();
-    // Bodies are checked before Connect/gRPC dispatch.
+    // Outermost first: credentials, then the body check, then Connect/gRPC dispatch.
     let service = tower::ServiceBuilder::new()
+        .option_layer(
+            auth.map(|auth| axum::middleware::from_fn_with_state(auth, auth::require_bearer)),
+        )
         .layer(axum::middleware::from_fn(decode::check_request_body))
         .service(service);
-    info!(address = %listener.local_addr()?, "krane-api listening (Connect + gRPC)");
+    info!(
+        address = %listener.local_addr()?,
+        authenticated = options.auth_token.is_some(),
+        "krane-api listening (Connect + gRPC)"
+    );
     axum::serve(listener, tower::make::Shared::new(service))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await?;

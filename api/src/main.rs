@@ -36,7 +36,10 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
-    krane_api::serve(listener, log, stop).await?;
+    let options = krane_api::ApiOptions {
+        auth_token: config.auth_token,
+    };
+    krane_api::serve(listener, log, options, stop).await?;
     info!("krane-api stopped");
     Ok(())
 }

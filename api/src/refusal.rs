@@ -1,5 +1,6 @@
-//! Answers for calls refused in front of the handlers (undecodable or oversized bodies), in the
-//! caller's own protocol: a gRPC status for gRPC, a Connect error otherwise (a JSON `{"code","message"}` body for unary calls, an end-stream frame for the
+//! Answers for calls refused in front of the handlers (missing credentials, undecodable or
+//! oversized bodies), in the caller's own protocol: a gRPC status for gRPC, a Connect error
+//! otherwise (a JSON `{"code","message"}` body for unary calls, an end-stream frame for the
 //! enveloped Connect content types).
 
 use axum::body::Body;

@@ -30,3 +30,23 @@ fn bad_flags_are_rejected_naming_the_flag() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
 }
+
+#[test]
+fn the_auth_token_is_hidden_in_help_and_must_not_be_empty() {
+    let help = Command::new(env!("CARGO_BIN_EXE_krane-api"))
+        .arg("--help")
+        .env("KRANE_AUTH_TOKEN", "do-not-print-me")
+        .output()
+        .expect("run krane-api --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--auth-token"), "{help}");
+    assert!(help.contains("KRANE_AUTH_TOKEN"), "{help}");
+    assert!(!help.contains("do-not-print-me"), "{help}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_krane-api"))
+        .args(["--auth-token", ""])
+        .output()
+        .expect("run krane-api");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--auth-token"));
+}

@@ -75,7 +75,12 @@ impl Krane {
             .await
             .expect("bind a free port for the API");
         let api_addr = listener.local_addr().expect("API address");
-        let api = tokio::spawn(krane_api::serve(listener, log.clone(), stop.clone()));
+        let api = tokio::spawn(krane_api::serve(
+            listener,
+            log.clone(),
+            Default::default(),
+            stop.clone(),
+        ));
         Self {
             nats,
             api_addr,
