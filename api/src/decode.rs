@@ -25,7 +25,9 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use connectrpc_axum::{ConnectError, RequestProtocol};
 use futures::StreamExt;
-use krane_proto::krane::v1::{CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest};
+use krane_proto::krane::v1::{
+    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, UpdateGatewayRequest,
+};
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
@@ -73,6 +75,7 @@ enum Rpc {
     Create,
     Get,
     Delete,
+    Update,
 }
 
 impl Rpc {
@@ -81,6 +84,7 @@ impl Rpc {
             "CreateGateway" => Some(Self::Create),
             "GetGateway" => Some(Self::Get),
             "DeleteGateway" => Some(Self::Delete),
+            "UpdateGateway" => Some(Self::Update),
             _ => None,
         }
     }
@@ -93,6 +97,9 @@ impl Rpc {
             Self::Get => check::<GetGatewayRequest>(encoding, body, "krane.v1.GetGatewayRequest"),
             Self::Delete => {
                 check::<DeleteGatewayRequest>(encoding, body, "krane.v1.DeleteGatewayRequest")
+            }
+            Self::Update => {
+                check::<UpdateGatewayRequest>(encoding, body, "krane.v1.UpdateGatewayRequest")
             }
         }
     }

@@ -14,7 +14,9 @@ pub fn invalid(error: FieldError) -> ConnectError {
 pub fn storage(error: LogError) -> ConnectError {
     warn!(%error, "storage call failed");
     match error {
-        LogError::Unavailable(_) => ConnectError::new_unavailable(error.to_string()),
+        LogError::Unavailable(_) | LogError::Superseded(_) => {
+            ConnectError::new_unavailable(error.to_string())
+        }
         LogError::Corrupt { .. } => ConnectError::new_internal(error.to_string()),
     }
 }

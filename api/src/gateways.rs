@@ -6,11 +6,12 @@ use crate::errors::{invalid, storage};
 use axum::extract::State;
 use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
 use krane_core::command::Command;
-use krane_core::log::EventLog;
+use krane_core::log::{EventLog, StoredRecord};
 use krane_core::spec::{GatewaySpec, validate_key};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, DeleteGatewayResponse,
-    GatewayStatus, GetGatewayRequest, GetGatewayResponse,
+    GatewayStatus, GetGatewayRequest, GetGatewayResponse, UpdateGatewayRequest,
+    UpdateGatewayResponse,
 };
 use tracing::info;
 
@@ -28,9 +29,8 @@ pub async fn create_gateway(
     let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
     let stored = state.log.load_record(&key).await.map_err(storage)?;
-    let command = Command::Create { spec };
     if let Some(record) = &stored.record
-        && record.intent == command
+        && record.intent.desired() == Some(&spec)
         && record.overall_status() != GatewayStatus::Failed
     {
         // The same spec again: nothing to do. (A FAILED gateway is retried instead.)
@@ -39,16 +39,8 @@ pub async fn create_gateway(
             status: record.overall_status() as i32,
         }));
     }
-    let seq = state
-        .log
-        .publish_command(&command, &command.message_id(stored.revision))
-        .await
-        .map_err(storage)?;
-    state
-        .log
-        .project_command(seq, &command)
-        .await
-        .map_err(storage)?;
+    let command = Command::create(spec, kept_placement(&stored));
+    let seq = store(&state, &stored, &command).await?;
     info!(gateway = %key, seq, "create accepted");
     Ok(ConnectResponse::new(CreateGatewayResponse {
         status: GatewayStatus::Pending as i32,
@@ -86,16 +78,70 @@ pub async fn delete_gateway(
         return Ok(ConnectResponse::new(DeleteGatewayResponse {}));
     }
     let command = Command::delete(&key);
+    let seq = store(&state, &stored, &command).await?;
+    info!(gateway = %key, seq, "delete accepted");
+    Ok(ConnectResponse::new(DeleteGatewayResponse {}))
+}
+
+/// Changes an existing gateway: scaling keeps the lower replicas where they run (scale-down
+/// removes the highest-numbered); a new image or new limits roll through the replicas one at a
+/// time. Answers with the instance ids the gateway will have.
+pub async fn update_gateway(
+    State(state): State<ApiState>,
+    ConnectRequest(request): ConnectRequest<UpdateGatewayRequest>,
+) -> Reply<UpdateGatewayResponse> {
+    let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let key = spec.key();
+    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    let exists = stored
+        .record
+        .as_ref()
+        .is_some_and(|record| record.intent.desired().is_some());
+    if !exists {
+        return Err(ConnectError::new_not_found(format!(
+            "gateway {key} not found"
+        )));
+    }
+    let pod_ids = (0..spec.replicas)
+        .map(|replica| key.container_name(replica))
+        .collect();
+    let unchanged = stored
+        .record
+        .as_ref()
+        .is_some_and(|record| record.intent.desired() == Some(&spec));
+    if !unchanged {
+        let command = Command::create(spec, kept_placement(&stored));
+        let seq = store(&state, &stored, &command).await?;
+        info!(gateway = %key, seq, "update accepted");
+    }
+    Ok(ConnectResponse::new(UpdateGatewayResponse { pod_ids }))
+}
+
+/// Replicas that exist keep their hosts; the workers place the others on live hosts.
+fn kept_placement(stored: &StoredRecord) -> Vec<String> {
+    stored
+        .record
+        .as_ref()
+        .map(|record| record.intent.placement().to_vec())
+        .unwrap_or_default()
+}
+
+/// Durably stores `command` (deduplicated against retries of the same decision) and folds it
+/// into the record, so a Get right after shows it; returns its stream sequence.
+async fn store(
+    state: &ApiState,
+    stored: &StoredRecord,
+    command: &Command,
+) -> Result<u64, ConnectError> {
     let seq = state
         .log
-        .publish_command(&command, &command.message_id(stored.revision))
+        .publish_command(command, &command.message_id(stored.revision))
         .await
         .map_err(storage)?;
     state
         .log
-        .project_command(seq, &command)
+        .project_command(seq, command)
         .await
         .map_err(storage)?;
-    info!(gateway = %key, seq, "delete accepted");
-    Ok(ConnectResponse::new(DeleteGatewayResponse {}))
+    Ok(seq)
 }

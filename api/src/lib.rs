@@ -1,7 +1,7 @@
 //! krane-api: the thin front of krane. It validates a call, durably stores the resulting command
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
-//! - [`gateways`]: the three GatewayService handlers.
+//! - [`gateways`]: the GatewayService handlers.
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
 //! - [`auth`]: optional bearer-token authentication of every call.
@@ -63,6 +63,7 @@ pub async fn serve(
         .create_gateway(gateways::create_gateway)
         .get_gateway(gateways::get_gateway)
         .delete_gateway(gateways::delete_gateway)
+        .update_gateway(gateways::update_gateway)
         .with_state(gateways::ApiState { log })
         .build();
     let grpc_service = grpc_service.max_decoding_message_size(MAX_REQUEST_BYTES);

@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// Run `spec.replicas` containers of `spec`; replaces any earlier intent for the gateway.
-    Create { spec: GatewaySpec },
+    /// `placement[i]` is the host that runs replica `i` ("" or missing: not placed yet).
+    Create {
+        spec: GatewaySpec,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        placement: Vec<String>,
+    },
     /// Remove every container of the gateway.
     Delete {
         namespace: String,
@@ -26,9 +31,13 @@ impl Command {
         }
     }
 
+    pub fn create(spec: GatewaySpec, placement: Vec<String>) -> Self {
+        Self::Create { spec, placement }
+    }
+
     pub fn key(&self) -> GatewayKey {
         match self {
-            Self::Create { spec } => spec.key(),
+            Self::Create { spec, .. } => spec.key(),
             Self::Delete {
                 namespace,
                 gateway_id,
@@ -39,9 +48,41 @@ impl Command {
     /// The desired spec, or `None` when the gateway should not exist.
     pub fn desired(&self) -> Option<&GatewaySpec> {
         match self {
-            Self::Create { spec } => Some(spec),
+            Self::Create { spec, .. } => Some(spec),
             Self::Delete { .. } => None,
         }
+    }
+
+    /// The host of each replica (empty for a Delete).
+    pub fn placement(&self) -> &[String] {
+        match self {
+            Self::Create { placement, .. } => placement,
+            Self::Delete { .. } => &[],
+        }
+    }
+
+    /// The host that should run `replica`, if it is wanted and placed.
+    pub fn host_of(&self, replica: u32) -> Option<&str> {
+        let spec = self.desired()?;
+        if replica >= spec.replicas {
+            return None;
+        }
+        let host = self.placement().get(usize::try_from(replica).ok()?)?;
+        (!host.is_empty()).then_some(host.as_str())
+    }
+
+    /// True when some wanted replica has no host yet.
+    pub fn has_unplaced(&self) -> bool {
+        let replicas = self.desired().map_or(0, |spec| spec.replicas);
+        (0..replicas).any(|replica| self.host_of(replica).is_none())
+    }
+
+    /// The replicas placed on `host_id`.
+    pub fn replicas_on(&self, host_id: &str) -> Vec<u32> {
+        let replicas = self.desired().map_or(0, |spec| spec.replicas);
+        (0..replicas)
+            .filter(|replica| self.host_of(*replica) == Some(host_id))
+            .collect()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -81,7 +122,7 @@ mod tests {
     #[test]
     fn commands_round_trip_through_json() {
         for command in [
-            Command::Create { spec: spec() },
+            Command::create(spec(), vec!["h1".into(), "h2".into()]),
             Command::delete(&GatewayKey::new("ns", "gw")),
         ] {
             assert_eq!(Command::decode(&command.encode()).ok(), Some(command));
@@ -90,11 +131,29 @@ mod tests {
 
     #[test]
     fn message_id_dedups_retries_but_not_later_repeats() {
-        let create = Command::Create { spec: spec() };
+        let create = Command::create(spec(), vec![]);
         assert_eq!(create.message_id(7), create.message_id(7));
         assert_ne!(create.message_id(7), create.message_id(9));
         let delete = Command::delete(&create.key());
         assert_ne!(create.message_id(7), delete.message_id(7));
+    }
+
+    #[test]
+    fn placement_says_which_host_runs_which_replica() {
+        let create = Command::create(spec(), vec!["h1".into(), String::new(), "h1".into()]);
+        assert_eq!(create.host_of(0), Some("h1"));
+        assert_eq!(create.host_of(1), None, "not placed");
+        assert_eq!(create.host_of(2), None, "spec has 2 replicas only");
+        assert_eq!(create.replicas_on("h1"), vec![0]);
+        assert!(create.has_unplaced());
+        assert!(Command::delete(&create.key()).replicas_on("h1").is_empty());
+    }
+
+    #[test]
+    fn commands_without_placement_still_decode() {
+        let legacy = br#"{"kind":"create","spec":{"namespace":"ns","gateway_id":"gw","workspace_id":"","image":"i","replicas":1,"cpu_millicores":10,"memory_mib":6}}"#;
+        let command = Command::decode(legacy).expect("decodes");
+        assert!(command.placement().is_empty());
     }
 
     #[test]

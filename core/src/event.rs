@@ -31,7 +31,8 @@ pub struct InstanceObserved {
     pub address: String,
     /// Why the replica failed or what is being retried; empty otherwise.
     pub reason: String,
-    /// The worker host that observed (and runs) the container.
+    /// The worker host that observed (and runs) the container; for a host declared lost, the
+    /// lost host (reported `Gone` by whichever worker noticed).
     pub host_id: String,
 }
 

@@ -11,8 +11,10 @@
 
 pub mod command;
 pub mod event;
+pub mod hosts;
 pub mod log;
 pub mod names;
+pub mod placement;
 pub mod record;
 pub mod shutdown;
 pub mod spec;

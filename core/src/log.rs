@@ -8,6 +8,7 @@
 use crate::command::Command;
 use crate::event::InstanceObserved;
 use crate::names::{self, GatewayKey};
+use crate::placement::HostInfo;
 use crate::record::GatewayRecord;
 use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, stream};
 use futures::StreamExt;
@@ -25,12 +26,18 @@ const EVENTS_KEPT_PER_REPLICA: i64 = 16;
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 /// Compare-and-set attempts before giving up on a contended KV key.
 const CAS_ATTEMPTS: usize = 32;
+/// A host whose heartbeat is older than this is lost (its entry expires), unless a worker
+/// opened the log with another `host_timeout`.
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// NATS could not be reached or did not answer in time; retrying later may succeed.
     #[error("NATS JetStream unavailable: {0}")]
     Unavailable(String),
+    /// A conditional write lost to a newer one (the gateway got a newer command meanwhile).
+    #[error("superseded by a newer command: {0}")]
+    Superseded(String),
     /// A stored message or record could not be decoded.
     #[error("corrupt message in {location}: {reason}")]
     Corrupt { location: String, reason: String },
@@ -56,10 +63,11 @@ pub struct EventLog {
     commands: stream::Stream,
     events: stream::Stream,
     gateways: kv::Store,
+    hosts: kv::Store,
 }
 
 impl EventLog {
-    /// Creates the streams and the bucket if missing and returns handles on them.
+    /// Creates the streams and the buckets if missing and returns handles on them.
     pub async fn open(jetstream: jetstream::Context) -> Result<Self> {
         let commands = jetstream
             .get_or_create_stream(stream::Config {
@@ -98,13 +106,57 @@ impl EventLog {
                 .await
                 .map_err(unavailable)?,
         };
-        info!("JetStream streams and KV bucket ready");
+        let hosts = match jetstream.get_key_value(names::HOSTS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(hosts_bucket(DEFAULT_HOST_TIMEOUT))
+                .await
+                .map_err(unavailable)?,
+        };
+        info!("JetStream streams and KV buckets ready");
         Ok(Self {
             jetstream,
             commands,
             events,
             gateways,
+            hosts,
         })
+    }
+
+    /// Sets how long a host stays live without a heartbeat (the hosts bucket's entry TTL).
+    pub async fn set_host_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.hosts = self
+            .jetstream
+            .update_key_value(hosts_bucket(timeout))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Announces (or renews) a host; it stays live until its entry expires.
+    pub async fn heartbeat(&self, host: &HostInfo) -> Result<()> {
+        self.ensure_connected()?;
+        self.hosts
+            .put(&host.host_id, host.encode().into())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Every host whose heartbeat has not expired, by id.
+    pub async fn live_hosts(&self) -> Result<Vec<HostInfo>> {
+        self.ensure_connected()?;
+        let mut keys = self.hosts.keys().await.map_err(unavailable)?;
+        let mut hosts = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            let value = self.hosts.get(&key).await.map_err(unavailable)?;
+            if let Some(host) = value.and_then(|value| HostInfo::decode(&value).ok()) {
+                hosts.push(host);
+            }
+        }
+        hosts.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        Ok(hosts)
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -129,17 +181,44 @@ impl EventLog {
     /// Durably stores a command; returns its sequence on the commands stream. A retry with the
     /// same `message_id` within the dedup window returns the sequence of the first copy.
     pub async fn publish_command(&self, command: &Command, message_id: &str) -> Result<u64> {
-        self.ensure_connected()?;
         let message = PublishMessage::build()
             .payload(command.encode().into())
             .message_id(message_id);
+        self.send_command(command, message).await
+    }
+
+    /// Stores a command only if the gateway's latest command is still the one at
+    /// `based_on_seq` (optimistic concurrency): a reschedule never overrides a newer intent.
+    /// Returns `Ok(None)` when someone else got there first.
+    pub async fn publish_command_if_latest(
+        &self,
+        command: &Command,
+        based_on_seq: u64,
+    ) -> Result<Option<u64>> {
+        let message = PublishMessage::build()
+            .payload(command.encode().into())
+            .expected_last_subject_sequence(based_on_seq);
+        match self.send_command(command, message).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(LogError::Superseded(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn send_command(&self, command: &Command, message: PublishMessage) -> Result<u64> {
+        self.ensure_connected()?;
         let ack = self
             .jetstream
             .send_publish(command.key().command_subject(), message)
             .await
             .map_err(unavailable)?
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| match error.kind() {
+                jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    LogError::Superseded(error.to_string())
+                }
+                _ => unavailable(error),
+            })?;
         debug!(gateway = %command.key(), seq = ack.sequence, duplicate = ack.duplicate, "command stored");
         Ok(ack.sequence)
     }
@@ -150,7 +229,7 @@ impl EventLog {
         let ack = self
             .jetstream
             .publish(
-                event.key().event_subject(event.replica),
+                event.key().event_subject(event.replica, &event.host_id),
                 event.encode().into(),
             )
             .await
@@ -382,6 +461,17 @@ impl EventLog {
             }
         }
         Ok(read)
+    }
+}
+
+fn hosts_bucket(timeout: Duration) -> kv::Config {
+    kv::Config {
+        bucket: names::HOSTS_BUCKET.into(),
+        description: "krane worker heartbeats; an entry expires when its host is lost".into(),
+        history: 1,
+        max_age: timeout,
+        storage: stream::StorageType::File,
+        ..Default::default()
     }
 }
 

@@ -14,10 +14,12 @@ pub const COMMANDS_STREAM: &str = "KRANE_COMMANDS";
 pub const COMMANDS_SUBJECT_PREFIX: &str = "krane.commands";
 /// Stream holding every status event per gateway replica.
 pub const EVENTS_STREAM: &str = "KRANE_EVENTS";
-/// Subject prefix of events: `krane.events.<namespace>.<gateway>.<replica>`.
+/// Subject prefix of events: `krane.events.<namespace>.<gateway>.<replica>.<host>`.
 pub const EVENTS_SUBJECT_PREFIX: &str = "krane.events";
 /// KV bucket with one `GatewayRecord` per gateway, keyed `<namespace>.<gateway>`.
 pub const GATEWAYS_BUCKET: &str = "krane_gateways";
+/// KV bucket of live hosts: each worker's heartbeat, keyed by host id, expiring with its TTL.
+pub const HOSTS_BUCKET: &str = "krane_hosts";
 
 /// Docker label carrying the gateway id (the original krane label).
 pub const LABEL_GATEWAY_ID: &str = "unkey.gateway.id";
@@ -64,9 +66,12 @@ impl GatewayKey {
         format!("{COMMANDS_SUBJECT_PREFIX}.{}", self.kv_key())
     }
 
-    /// Subject the events of one replica are published on.
-    pub fn event_subject(&self, replica: u32) -> String {
-        format!("{EVENTS_SUBJECT_PREFIX}.{}.{replica}", self.kv_key())
+    /// Subject the events of one replica on one host are published on.
+    pub fn event_subject(&self, replica: u32, host_id: &str) -> String {
+        format!(
+            "{EVENTS_SUBJECT_PREFIX}.{}.{replica}.{host_id}",
+            self.kv_key()
+        )
     }
 
     /// Deterministic container (and instance) name of a replica: readable, unique per engine,
@@ -103,6 +108,27 @@ fn subject_token(id: &str) -> String {
 
 fn from_subject_token(token: &str) -> String {
     token.replace('=', ".")
+}
+
+/// Makes any string a valid host id (`[a-zA-Z0-9_-]`, at most 63 chars): host ids are NATS
+/// subject tokens and KV keys, so `.` and other characters become `_`.
+pub fn host_id(raw: &str) -> String {
+    let id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    if id.is_empty() {
+        "host".to_string()
+    } else {
+        id
+    }
 }
 
 /// First 8 bytes of SHA-256 over the parts (NUL-separated), in hex.
@@ -146,11 +172,18 @@ mod tests {
     }
 
     #[test]
+    fn host_ids_are_safe_tokens() {
+        assert_eq!(host_id("node-1.example.com"), "node-1_example_com");
+        assert_eq!(host_id(""), "host");
+        assert_eq!(host_id(&"x".repeat(100)).len(), 63);
+    }
+
+    #[test]
     fn same_gateway_in_two_namespaces_is_two_gateways() {
         let one = GatewayKey::new("team-a", "edge");
         let two = GatewayKey::new("team-b", "edge");
         assert_ne!(one.kv_key(), two.kv_key());
         assert_ne!(one.container_name(0), two.container_name(0));
-        assert_ne!(one.event_subject(0), two.event_subject(0));
+        assert_ne!(one.event_subject(0, "h"), two.event_subject(0, "h"));
     }
 }

@@ -19,8 +19,9 @@ pub struct GatewayRecord {
     /// Sequence of `intent` on the commands stream; a command with a higher one replaces it.
     pub intent_seq: u64,
     pub intent: Command,
-    /// Latest observation of each replica ever seen, including replicas no longer wanted.
-    pub replicas: BTreeMap<u32, Observation>,
+    /// Latest observation of each replica on each host ever seen (replica → host → event),
+    /// including replicas no longer wanted and hosts no longer chosen.
+    pub replicas: BTreeMap<u32, BTreeMap<String, Observation>>,
 }
 
 /// An event and its sequence on the events stream.
@@ -73,27 +74,35 @@ impl GatewayRecord {
     /// record: a worker applies the command it acts on before it publishes any event.
     pub fn apply_event(record: Option<Self>, seq: u64, event: &InstanceObserved) -> Option<Self> {
         let mut record = record?;
-        let newer = record
-            .replicas
-            .get(&event.replica)
+        let hosts = record.replicas.entry(event.replica).or_default();
+        let newer = hosts
+            .get(&event.host_id)
             .is_none_or(|known| seq > known.seq);
         if newer {
-            record.replicas.insert(
-                event.replica,
-                Observation {
-                    seq,
-                    event: event.clone(),
-                },
-            );
+            let observation = Observation {
+                seq,
+                event: event.clone(),
+            };
+            hosts.insert(event.host_id.clone(), observation);
         }
         Some(record)
     }
 
-    /// The last observation of `replica`, if any.
-    pub fn observed(&self, replica: u32) -> Option<&InstanceObserved> {
+    /// The last observation of `replica` on `host_id`, if any.
+    pub fn observed(&self, replica: u32, host_id: &str) -> Option<&InstanceObserved> {
         self.replicas
-            .get(&replica)
+            .get(&replica)?
+            .get(host_id)
             .map(|observation| &observation.event)
+    }
+
+    /// Every (replica, host) observed with a container that may still exist.
+    pub fn live_observations(&self) -> impl Iterator<Item = &InstanceObserved> {
+        self.replicas
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|observation| &observation.event)
+            .filter(|event| event.state != ObservedState::Gone)
     }
 
     /// True once a deletion finished: GetGateway answers `not_found`.
@@ -101,8 +110,12 @@ impl GatewayRecord {
         self.intent.desired().is_none() && self.instances().is_empty()
     }
 
-    /// What callers see: one instance per wanted replica (PENDING until a container of the
-    /// current template reports otherwise) plus TERMINATING ones for containers still to remove.
+    /// What callers see: one instance per wanted replica, as its placed host reports it
+    /// (PENDING until that host shows a container of the current template, except that a
+    /// container of the previous template keeps RUNNING until a rolling update replaces it),
+    /// plus one
+    /// TERMINATING instance per unwanted replica whose container may still exist. A replica is
+    /// never listed twice, whatever other hosts still report about it.
     pub fn instances(&self) -> Vec<InstanceView> {
         let key = self.key();
         let wanted = self.intent.desired();
@@ -110,17 +123,29 @@ impl GatewayRecord {
         let template = wanted.map(|spec| spec.template());
         let mut views = Vec::new();
         for replica in 0..replicas {
-            let current = self
-                .observed(replica)
-                .filter(|seen| Some(&seen.template) == template.as_ref());
-            let (status, address, reason, host_id) = match current {
-                Some(seen) => (
+            let host_id = self.intent.host_of(replica).unwrap_or_default().to_string();
+            let seen = self.observed(replica, &host_id);
+            let current = seen.filter(|seen| Some(&seen.template) == template.as_ref());
+            let previous = seen.filter(|seen| seen.state == ObservedState::Running);
+            let (status, address, reason) = match (current, previous) {
+                (Some(seen), _) => (
                     status_of(seen.state),
                     seen.address.clone(),
                     seen.reason.clone(),
-                    seen.host_id.clone(),
                 ),
-                None => pending_with_reason(self.observed(replica)),
+                // Still serving the previous spec until its turn in a rolling update: it keeps
+                // its address, so callers keep routing to it.
+                (None, Some(old)) => (
+                    GatewayStatus::Running,
+                    old.address.clone(),
+                    "running the previous spec until the rolling update replaces it".to_string(),
+                ),
+                (None, None) if host_id.is_empty() => (
+                    GatewayStatus::Pending,
+                    String::new(),
+                    "waiting for a live host to place it on".to_string(),
+                ),
+                (None, None) => (GatewayStatus::Pending, String::new(), String::new()),
             };
             views.push(InstanceView {
                 id: key.container_name(replica),
@@ -131,17 +156,21 @@ impl GatewayRecord {
                 host_id,
             });
         }
-        let leftovers = self.replicas.iter().filter(|(replica, seen)| {
-            **replica >= replicas && seen.event.state != ObservedState::Gone
-        });
-        for (replica, seen) in leftovers {
+        let mut terminating: BTreeMap<u32, &InstanceObserved> = BTreeMap::new();
+        for seen in self
+            .live_observations()
+            .filter(|seen| seen.replica >= replicas)
+        {
+            terminating.entry(seen.replica).or_insert(seen);
+        }
+        for (replica, seen) in terminating {
             views.push(InstanceView {
-                id: key.container_name(*replica),
-                replica: *replica,
-                address: seen.event.address.clone(),
+                id: key.container_name(replica),
+                replica,
+                address: seen.address.clone(),
                 status: GatewayStatus::Terminating,
                 reason: String::new(),
-                host_id: seen.event.host_id.clone(),
+                host_id: seen.host_id.clone(),
             });
         }
         views
@@ -193,22 +222,6 @@ fn status_of(state: ObservedState) -> GatewayStatus {
     }
 }
 
-/// A replica without a container of the current template is PENDING; a container of an older
-/// template that is still being replaced keeps no address (it is not what was asked for).
-fn pending_with_reason(
-    previous: Option<&InstanceObserved>,
-) -> (GatewayStatus, String, String, String) {
-    let host_id = previous
-        .map(|seen| seen.host_id.clone())
-        .unwrap_or_default();
-    (
-        GatewayStatus::Pending,
-        String::new(),
-        String::new(),
-        host_id,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,9 +240,13 @@ mod tests {
     }
 
     fn create(replicas: u32) -> Command {
-        Command::Create {
-            spec: spec(replicas, "img:1"),
-        }
+        placed(spec(replicas, "img:1"))
+    }
+
+    /// Every replica on host h1.
+    fn placed(spec: GatewaySpec) -> Command {
+        let placement = vec!["h1".to_string(); spec.replicas as usize];
+        Command::create(spec, placement)
     }
 
     fn seen(replica: u32, state: ObservedState, template: &str) -> InstanceObserved {
@@ -278,16 +295,21 @@ mod tests {
     }
 
     #[test]
-    fn containers_of_an_old_template_count_as_pending() {
+    fn running_containers_of_an_old_template_keep_serving_until_replaced() {
         let old = spec(1, "img:1").template();
         let mut record = GatewayRecord::apply_command(None, 1, &create(1));
         record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &old));
-        let update = Command::Create {
-            spec: spec(1, "img:2"),
-        };
-        let record = GatewayRecord::apply_command(record, 2, &update).expect("record");
+        let update = placed(spec(1, "img:2"));
+        let record = GatewayRecord::apply_command(record, 2, &update);
+        let updating = record.clone().expect("record");
+        assert_eq!(statuses(&updating), vec![GatewayStatus::Running]);
+        assert_eq!(updating.instances()[0].address, "10.0.0.1:30000");
+        assert!(updating.instances()[0].reason.contains("previous spec"));
+        // Once its replacement is announced, it is PENDING.
+        let new = spec(1, "img:2").template();
+        let record = GatewayRecord::apply_event(record, 2, &seen(0, ObservedState::Pending, &new))
+            .expect("record");
         assert_eq!(statuses(&record), vec![GatewayStatus::Pending]);
-        assert_eq!(record.instances()[0].address, "");
     }
 
     #[test]
@@ -423,5 +445,91 @@ mod tests {
     fn records_round_trip_through_json() {
         let record = GatewayRecord::apply_command(None, 1, &create(2)).expect("record");
         assert_eq!(GatewayRecord::decode(&record.encode()).ok(), Some(record));
+    }
+
+    fn seen_on(replica: u32, host: &str, state: ObservedState, template: &str) -> InstanceObserved {
+        InstanceObserved {
+            host_id: host.into(),
+            address: match state {
+                ObservedState::Running => format!("{host}:{}", 30000 + replica),
+                _ => String::new(),
+            },
+            ..seen(replica, state, template)
+        }
+    }
+
+    #[test]
+    fn instances_follow_their_placed_host_and_are_never_counted_twice() {
+        let spec = spec(2, "img:1");
+        let template = spec.template();
+        let first = Command::create(spec.clone(), vec!["a".into(), "b".into()]);
+        let mut record = GatewayRecord::apply_command(None, 1, &first);
+        record = GatewayRecord::apply_event(
+            record,
+            1,
+            &seen_on(0, "a", ObservedState::Running, &template),
+        );
+        record = GatewayRecord::apply_event(
+            record,
+            2,
+            &seen_on(1, "b", ObservedState::Running, &template),
+        );
+        // Host b is lost: replica 1 is placed on a. b's last word still says Running.
+        let moved = Command::create(spec, vec!["a".into(), "a".into()]);
+        record = GatewayRecord::apply_command(record, 2, &moved);
+        let pending = record.clone().expect("record");
+        let views = pending.instances();
+        assert_eq!(views.len(), 2, "replica 1 is listed once: {views:?}");
+        assert_eq!(views[1].status, GatewayStatus::Pending);
+        assert_eq!(views[1].host_id, "a");
+        record = GatewayRecord::apply_event(
+            record,
+            3,
+            &seen_on(1, "a", ObservedState::Running, &template),
+        );
+        let views = record.expect("record").instances();
+        assert_eq!(views[1].status, GatewayStatus::Running);
+        assert_eq!(views[1].address, "a:30001");
+    }
+
+    #[test]
+    fn unplaced_replicas_say_they_wait_for_a_host() {
+        let record =
+            GatewayRecord::apply_command(None, 1, &Command::create(spec(2, "img:1"), vec![]))
+                .expect("record");
+        let views = record.instances();
+        assert_eq!(views.len(), 2);
+        assert!(
+            views
+                .iter()
+                .all(|v| v.status == GatewayStatus::Pending && v.reason.contains("live host"))
+        );
+    }
+
+    #[test]
+    fn delete_finishes_when_every_host_reported_gone() {
+        let template = spec(1, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(1));
+        record = GatewayRecord::apply_event(
+            record,
+            1,
+            &seen_on(0, "a", ObservedState::Running, &template),
+        );
+        record = GatewayRecord::apply_event(
+            record,
+            2,
+            &seen_on(0, "b", ObservedState::Running, &template),
+        );
+        record =
+            GatewayRecord::apply_command(record, 2, &Command::delete(&GatewayKey::new("ns", "gw")));
+        assert_eq!(
+            record.clone().expect("record").instances().len(),
+            1,
+            "one id, once"
+        );
+        record = GatewayRecord::apply_event(record, 3, &seen_on(0, "a", ObservedState::Gone, ""));
+        assert!(!record.clone().expect("record").is_gone());
+        record = GatewayRecord::apply_event(record, 4, &seen_on(0, "b", ObservedState::Gone, ""));
+        assert!(record.expect("record").is_gone());
     }
 }

@@ -6,7 +6,7 @@ use krane_proto::krane::v1::gateway_service_client::GatewayServiceClient as Grpc
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient as ConnectClient;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, GatewayRequest,
-    GetGatewayRequest, GetGatewayResponse,
+    GetGatewayRequest, GetGatewayResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,6 +93,21 @@ impl TestClient {
                 .await?
                 .into_inner()),
             _ => Ok(self.connect().create_gateway(&request).await?.into_inner()),
+        }
+    }
+
+    pub async fn update(&self, gateway: GatewayRequest) -> Result<UpdateGatewayResponse, RpcError> {
+        let request = UpdateGatewayRequest {
+            gateway: Some(gateway),
+        };
+        match self.protocol {
+            Protocol::Grpc => Ok(self
+                .grpc()
+                .await
+                .update_gateway(request)
+                .await?
+                .into_inner()),
+            _ => Ok(self.connect().update_gateway(&request).await?.into_inner()),
         }
     }
 

@@ -5,8 +5,10 @@
 
 pub mod client;
 pub mod docker;
+pub mod engines;
 pub mod nats;
 pub mod process;
+pub mod workers;
 
 pub use client::{Protocol, RpcError, TestClient};
 pub use nats::NatsServer;

@@ -84,8 +84,13 @@ async fn redelivered_create_makes_no_duplicate() {
     let containers = container_ids(&namespace, "dup").await;
 
     // The same command stored again (new message id): exactly what a redelivery looks like.
-    let spec = krane_core::GatewaySpec::from_request(Some(&request)).expect("valid");
-    let command = Command::Create { spec };
+    let (_, command) = krane
+        .log
+        .latest_command(&krane_core::GatewayKey::new(&namespace, "dup"))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(matches!(command, Command::Create { .. }));
     for attempt in 0..3 {
         krane
             .log

@@ -22,6 +22,19 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_HOST_ID")]
     pub host_id: Option<String>,
 
+    /// Most krane containers this host accepts; unlimited when unset.
+    #[arg(long, env = "KRANE_MAX_CONTAINERS")]
+    pub max_containers: Option<u32>,
+
+    /// A host whose heartbeat is older than this is lost and its replicas are placed
+    /// elsewhere. Use the same value on every worker.
+    #[arg(long, env = "KRANE_HOST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub host_timeout: Duration,
+
+    /// Longest a rolling update waits for its turn before the command is retried later.
+    #[arg(long, env = "KRANE_ROLLOUT_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub rollout_timeout: Duration,
+
     /// Host part of instance addresses (`<advertise host>:<published port>`).
     #[arg(long, env = "KRANE_ADVERTISE_HOST", default_value = "127.0.0.1")]
     pub advertise_host: String,
@@ -81,9 +94,12 @@ pub enum WorkerCommand {
 }
 
 impl WorkerConfig {
+    /// The host id, made a safe token (`[a-zA-Z0-9_-]`): it names subjects and KV keys.
     pub fn host_id(&self) -> String {
-        self.host_id
+        let raw = self
+            .host_id
             .clone()
-            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        krane_core::names::host_id(&raw)
     }
 }

@@ -1,29 +1,34 @@
-//! Reconciling one gateway, level-triggered: read the latest intent from the commands stream
-//! (not the message that woke us), look at the engine, `plan`, act through the
-//! `ContainerRuntime`, report what is now true as events, and repeat until the plan is empty.
-//! Running it twice, late, or on two workers at once converges to the same containers because
-//! container names are deterministic and every runtime call is idempotent.
+//! Reconciling one gateway on this host, level-triggered: read the latest intent from the
+//! commands stream (not the message that woke us), take this host's share of it (the replicas
+//! placed here), look at the engine, `plan`, act through the `ContainerRuntime`, report what is
+//! now true as events, and repeat until the plan is empty. Running it twice, late, or on two
+//! workers at once converges to the same containers because container names are deterministic
+//! and every runtime call is idempotent. Rolling updates wait here for their turn.
 
-use crate::plan::{self, Action, FailedReplica, HostIdentity};
-use crate::runtime::{ContainerRuntime, ReplicaContainer, RuntimeError};
+use crate::plan::{self, Action, Desired, FailedReplica, HostIdentity};
+use crate::runtime::{ContainerRuntime, ObservedContainer, ReplicaContainer, RuntimeError};
+use crate::scheduler;
 use futures::StreamExt;
-use krane_core::event::ObservedState;
+use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::hosts::HostsView;
 use krane_core::log::{EventLog, LogError};
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
-use krane_core::spec::GatewaySpec;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Plan/act rounds per reconcile; more means someone keeps changing things under us, and the
 /// next delivery (or resync) continues from wherever this one stopped.
 const MAX_ROUNDS: usize = 4;
+/// How often a rolling update that waits for another replica looks again.
+const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The engine shows exactly what the latest intent asks for.
+    /// The engine shows exactly what the latest intent asks of this host.
     Converged,
     /// Some replicas could not be brought up; `permanent` when retrying cannot help.
     Failed { reason: String, permanent: bool },
@@ -42,6 +47,10 @@ pub struct Reconciler {
     host: HostIdentity,
     /// Replicas created (or removed) at once.
     parallelism: usize,
+    /// Longest wait of a rolling update for its turn before the reconcile gives up for now.
+    rollout_timeout: Duration,
+    /// Live hosts, for placing replicas that are not placed yet.
+    hosts: HostsView,
 }
 
 impl Reconciler {
@@ -50,6 +59,8 @@ impl Reconciler {
         runtime: Arc<dyn ContainerRuntime>,
         host: HostIdentity,
         parallelism: usize,
+        rollout_timeout: Duration,
+        hosts: HostsView,
     ) -> Self {
         Self {
             log,
@@ -57,6 +68,8 @@ impl Reconciler {
             runtime,
             host,
             parallelism: parallelism.max(1),
+            rollout_timeout,
+            hosts,
         }
     }
 
@@ -72,42 +85,61 @@ impl Reconciler {
         &self.host
     }
 
-    /// Brings the gateway's containers to its latest intent and reports them. Reconciles of
-    /// one gateway never overlap within a worker (commands, engine events and resync share a
-    /// lock per gateway).
+    /// Brings this host's containers of the gateway to its latest intent and reports them.
+    /// Reconciles of one gateway never overlap within a worker (commands, engine events and
+    /// resync share a lock per gateway).
     pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
-        for round in 0..MAX_ROUNDS {
+        let started = Instant::now();
+        let mut round = 0;
+        while round < MAX_ROUNDS {
             let (desired, record) = self.current_intent(key).await?;
-            let desired = desired.as_ref();
-            if let Some(spec) = desired
+            if let Some(spec) = &desired.spec
+                && !desired.replicas.is_empty()
                 && let Err(error) = self.runtime.ensure_image(&spec.image).await
             {
-                return self.report_failure(key, desired, record, &error).await;
+                return self.report_failure(key, &desired, record, &error).await;
             }
             let observed = match self.runtime.list_gateway(key).await {
                 Ok(observed) => observed,
-                Err(error) => return self.report_failure(key, desired, record, &error).await,
+                Err(error) => return self.report_failure(key, &desired, record, &error).await,
             };
-            let actions = plan::plan(key, desired, &observed);
+            let planned = plan::plan(key, &desired, &observed);
+            let (actions, waiting) = plan::gate_rollout(planned, record.as_ref());
             if actions.is_empty() {
-                self.report(key, desired, record.as_ref(), &observed, &BTreeMap::new())
+                self.report(key, &desired, record.as_ref(), &observed, &BTreeMap::new())
                     .await?;
-                debug!(gateway = %key, round, "converged");
-                return Ok(Outcome::Converged);
+                if waiting == 0 {
+                    debug!(gateway = %key, round, "converged");
+                    return Ok(Outcome::Converged);
+                }
+                if started.elapsed() > self.rollout_timeout {
+                    return Ok(Outcome::Failed {
+                        reason: format!(
+                            "rolling update waited {:?} for other replicas",
+                            self.rollout_timeout
+                        ),
+                        permanent: false,
+                    });
+                }
+                // Another replica is being replaced (maybe on another host): our turn comes
+                // when it runs again. Waiting is not a round.
+                tokio::time::sleep(ROLLOUT_POLL).await;
+                continue;
             }
-            info!(gateway = %key, round, actions = actions.len(), "applying plan");
-            self.announce_pending(key, desired, record.as_ref(), &actions)
+            round += 1;
+            info!(gateway = %key, round, actions = actions.len(), waiting, "applying plan");
+            self.announce_pending(key, &desired, record.as_ref(), &actions)
                 .await?;
-            let failures = self.execute(desired, actions).await;
+            let failures = self.execute(&desired, actions).await;
             let observed = match self.runtime.list_gateway(key).await {
                 Ok(observed) => observed,
-                Err(error) => return self.report_failure(key, desired, record, &error).await,
+                Err(error) => return self.report_failure(key, &desired, record, &error).await,
             };
             let record = self.log.load_record(key).await?.record;
             let failed = failures_to_report(&failures);
-            self.report(key, desired, record.as_ref(), &observed, &failed)
+            self.report(key, &desired, record.as_ref(), &observed, &failed)
                 .await?;
             if let Some((_, error)) = failures.iter().next() {
                 let permanent = failures.values().all(RuntimeError::is_permanent);
@@ -124,8 +156,8 @@ impl Reconciler {
         })
     }
 
-    /// Marks every wanted replica FAILED with `reason` (used when retries are exhausted) or
-    /// PENDING with `reason` (while a retry is scheduled).
+    /// Marks every replica wanted here FAILED with `reason` (used when retries are exhausted)
+    /// or PENDING with `reason` (while a retry is scheduled).
     pub async fn report_unresolved(
         &self,
         key: &GatewayKey,
@@ -135,30 +167,40 @@ impl Reconciler {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
         let (desired, record) = self.current_intent(key).await?;
-        let failures = failing_all(desired.as_ref(), reason, state);
-        self.report_only_failures(key, desired.as_ref(), record.as_ref(), &failures)
+        let failures = failing_all(&desired, reason, state);
+        self.report_only_failures(key, &desired, record.as_ref(), &failures)
             .await
     }
 
-    /// The latest command, folded into the record so events about it have a record to land in.
+    /// This host's share of the latest command, which is folded into the record first so
+    /// events about it have a record to land in.
     async fn current_intent(
         &self,
         key: &GatewayKey,
-    ) -> Result<(Option<GatewaySpec>, Option<GatewayRecord>), ReconcileError> {
+    ) -> Result<(Desired, Option<GatewayRecord>), ReconcileError> {
         match self.log.latest_command(key).await? {
             Some((seq, command)) => {
+                if command.has_unplaced() {
+                    // Placing is rare (new replicas); read the hosts now, not a second ago.
+                    self.hosts.refresh(&self.log).await;
+                }
+                let live = scheduler::live_with_self(self, self.hosts.snapshot());
+                let live = scheduler::unplaced_only(live, &command);
+                let (seq, command) =
+                    scheduler::place_if_needed(&self.log, seq, &command, &live).await?;
                 let record = self.log.project_command(seq, &command).await?;
-                Ok((command.desired().cloned(), Some(record)))
+                let desired = Desired::for_host(Some(&command), &self.host.host_id);
+                Ok((desired, Some(record)))
             }
             // Never commanded (e.g. a container left from a purged stream): nothing is wanted.
-            None => Ok((None, self.log.load_record(key).await?.record)),
+            None => Ok((Desired::nothing(), self.log.load_record(key).await?.record)),
         }
     }
 
     async fn report_failure(
         &self,
         key: &GatewayKey,
-        desired: Option<&GatewaySpec>,
+        desired: &Desired,
         record: Option<GatewayRecord>,
         error: &RuntimeError,
     ) -> Result<Outcome, ReconcileError> {
@@ -177,18 +219,18 @@ impl Reconciler {
         })
     }
 
-    /// Before creating containers, says so: a Delete arriving meanwhile then shows them as
-    /// TERMINATING instead of the gateway vanishing while containers still appear.
+    /// Before creating or replacing containers, says so: a Delete arriving meanwhile then shows
+    /// them as TERMINATING, and other hosts see the replica is not running (rolling updates).
     async fn announce_pending(
         &self,
         key: &GatewayKey,
-        desired: Option<&GatewaySpec>,
+        desired: &Desired,
         record: Option<&GatewayRecord>,
         actions: &[Action],
     ) -> Result<(), ReconcileError> {
-        let Some(spec) = desired else {
+        if desired.spec.is_none() {
             return Ok(());
-        };
+        }
         let pending: BTreeMap<u32, FailedReplica> = actions
             .iter()
             .filter(|action| action.creates())
@@ -201,14 +243,14 @@ impl Reconciler {
                 (replica, state)
             })
             .collect();
-        self.report_only_failures(key, Some(spec), record, &pending)
+        self.report_only_failures(key, desired, record, &pending)
             .await
     }
 
     /// Runs the actions, `parallelism` at a time; returns the error of each failed replica.
     async fn execute(
         &self,
-        desired: Option<&GatewaySpec>,
+        desired: &Desired,
         actions: Vec<Action>,
     ) -> BTreeMap<u32, RuntimeError> {
         let results: Vec<_> = futures::stream::iter(actions)
@@ -231,13 +273,11 @@ impl Reconciler {
         failures
     }
 
-    async fn apply(
-        &self,
-        desired: Option<&GatewaySpec>,
-        action: &Action,
-    ) -> Result<(), RuntimeError> {
+    async fn apply(&self, desired: &Desired, action: &Action) -> Result<(), RuntimeError> {
         let container_for = |replica: u32| {
             desired
+                .spec
+                .as_ref()
                 .map(|spec| ReplicaContainer::for_replica(spec, replica, &self.host.host_id))
                 .ok_or_else(|| RuntimeError::Rejected("no spec to create from".into()))
         };
@@ -248,7 +288,7 @@ impl Reconciler {
                     .await
             }
             Action::Start { container, .. } => self.runtime.start(container).await,
-            Action::Replace { replica, container } => {
+            Action::Replace { replica, container } | Action::Roll { replica, container } => {
                 self.runtime.remove(container).await?;
                 self.runtime
                     .create_and_start(&container_for(*replica)?)
@@ -262,9 +302,9 @@ impl Reconciler {
     async fn report(
         &self,
         key: &GatewayKey,
-        desired: Option<&GatewaySpec>,
+        desired: &Desired,
         record: Option<&GatewayRecord>,
-        observed: &[crate::runtime::ObservedContainer],
+        observed: &[ObservedContainer],
         failures: &BTreeMap<u32, FailedReplica>,
     ) -> Result<(), ReconcileError> {
         let facts = plan::observations(key, desired, record, observed, failures, &self.host);
@@ -276,7 +316,7 @@ impl Reconciler {
     async fn report_only_failures(
         &self,
         key: &GatewayKey,
-        desired: Option<&GatewaySpec>,
+        desired: &Desired,
         record: Option<&GatewayRecord>,
         failures: &BTreeMap<u32, FailedReplica>,
     ) -> Result<(), ReconcileError> {
@@ -290,7 +330,7 @@ impl Reconciler {
     async fn publish(
         &self,
         key: &GatewayKey,
-        facts: Vec<krane_core::InstanceObserved>,
+        facts: Vec<InstanceObserved>,
     ) -> Result<(), ReconcileError> {
         for fact in &facts {
             let seq = self.log.publish_event(fact).await?;
@@ -320,17 +360,19 @@ fn failures_to_report(failures: &BTreeMap<u32, RuntimeError>) -> BTreeMap<u32, F
 }
 
 fn failing_all(
-    desired: Option<&GatewaySpec>,
+    desired: &Desired,
     reason: &str,
     state: ObservedState,
 ) -> BTreeMap<u32, FailedReplica> {
-    (0..desired.map_or(0, |spec| spec.replicas))
+    desired
+        .replicas
+        .iter()
         .map(|replica| {
             let failure = FailedReplica {
                 state,
                 reason: reason.to_string(),
             };
-            (replica, failure)
+            (*replica, failure)
         })
         .collect()
 }

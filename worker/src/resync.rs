@@ -119,8 +119,9 @@ async fn follow_engine(
     }
 }
 
-/// Every gateway that has containers on this host, plus every gateway that should run. Gateways
-/// whose every instance FAILED are left alone until a new Create (no endless retries).
+/// Every gateway that has containers on this host, plus every gateway with replicas placed
+/// here. Gateways whose every instance FAILED are left alone until a new Create (no endless
+/// retries).
 async fn mark_all_due(reconciler: &Reconciler, due: &mpsc::UnboundedSender<GatewayKey>) {
     let mut keys = BTreeSet::new();
     match reconciler
@@ -135,7 +136,11 @@ async fn mark_all_due(reconciler: &Reconciler, due: &mpsc::UnboundedSender<Gatew
         Ok(records) => keys.extend(
             records
                 .values()
-                .filter(|record| record.intent.desired().is_some())
+                .filter(|record| {
+                    let me = reconciler.host().host_id.as_str();
+                    !record.intent.replicas_on(me).is_empty()
+                        || record.live_observations().any(|seen| seen.host_id == me)
+                })
                 .filter(|record| {
                     let instances = record.instances();
                     !instances.iter().all(|i| i.status == GatewayStatus::Failed)

@@ -1,0 +1,163 @@
+//! Placement: which live host runs which replica. Pure, so the API (at create/update time) and
+//! the workers' rescheduler (when a host is lost or one appears) decide alike.
+//!
+//! Rules: a replica whose host is still live stays where it is (no needless moves); every other
+//! replica goes to the live host with the fewest replicas of this gateway, then the fewest
+//! containers overall, then the smallest id — which spreads a gateway within ±1 across hosts
+//! when capacity allows. A host at its `max_containers` takes no more; a replica no host can
+//! take stays unplaced (`""`) until one can.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a worker announces about its host in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host_id: String,
+    /// Host part of the addresses of the instances it runs.
+    pub advertise_host: String,
+    /// krane containers on the host when the heartbeat was sent.
+    pub containers: u32,
+    /// Most krane containers it accepts; `None` = unlimited.
+    pub max_containers: Option<u32>,
+}
+
+impl HostInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
+/// Places `replicas` replicas, keeping `current[i]` where that host is live.
+pub fn place(replicas: u32, current: &[String], hosts: &[HostInfo]) -> Vec<String> {
+    let live: BTreeMap<&str, &HostInfo> = hosts.iter().map(|h| (h.host_id.as_str(), h)).collect();
+    let count = usize::try_from(replicas).unwrap_or(0);
+    let mut placement: Vec<String> = (0..count)
+        .map(|i| {
+            current
+                .get(i)
+                .filter(|host| live.contains_key(host.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    // Replicas of this gateway per host, and containers added by this decision.
+    let mut mine: BTreeMap<&str, u32> = live.keys().map(|host| (*host, 0)).collect();
+    for host in placement.iter().filter(|host| !host.is_empty()) {
+        if let Some(n) = mine.get_mut(host.as_str()) {
+            *n += 1;
+        }
+    }
+    let mut added: BTreeMap<&str, u32> = BTreeMap::new();
+    for slot in placement.iter_mut().filter(|host| host.is_empty()) {
+        let choice = live
+            .values()
+            .filter(|host| {
+                let load = host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0);
+                host.max_containers.is_none_or(|max| load < max)
+            })
+            .min_by_key(|host| {
+                let id = host.host_id.as_str();
+                let load = host.containers + added.get(id).copied().unwrap_or(0);
+                (mine.get(id).copied().unwrap_or(0), load, id)
+            });
+        if let Some(host) = choice {
+            let id = host.host_id.as_str();
+            *mine.entry(id).or_default() += 1;
+            *added.entry(id).or_default() += 1;
+            *slot = host.host_id.clone();
+        }
+    }
+    placement
+}
+
+/// True when `placement` needs deciding again: a replica is unplaced or on a host not live.
+pub fn needs_placing(replicas: u32, placement: &[String], hosts: &[HostInfo]) -> bool {
+    (0..usize::try_from(replicas).unwrap_or(0)).any(|i| {
+        placement
+            .get(i)
+            .is_none_or(|host| !hosts.iter().any(|live| &live.host_id == host))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, containers: u32, max: Option<u32>) -> HostInfo {
+        HostInfo {
+            host_id: id.into(),
+            advertise_host: format!("{id}.local"),
+            containers,
+            max_containers: max,
+        }
+    }
+
+    fn counts(placement: &[String]) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for host in placement {
+            *counts.entry(host.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn replicas_spread_evenly_across_live_hosts() {
+        let hosts = [host("a", 0, None), host("b", 0, None), host("c", 0, None)];
+        assert_eq!(place(3, &[], &hosts), vec!["a", "b", "c"]);
+        let seven = counts(&place(7, &[], &hosts));
+        assert_eq!(seven.values().copied().max(), Some(3));
+        assert_eq!(seven.values().copied().min(), Some(2));
+    }
+
+    #[test]
+    fn busier_hosts_get_fewer_new_replicas() {
+        let hosts = [host("a", 10, None), host("b", 0, None)];
+        assert_eq!(place(1, &[], &hosts), vec!["b"]);
+        // Balance within the gateway comes first, then overall load.
+        assert_eq!(
+            counts(&place(4, &[], &hosts))
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+    }
+
+    #[test]
+    fn a_host_at_capacity_takes_no_more() {
+        let hosts = [host("a", 2, Some(2)), host("b", 0, Some(1))];
+        assert_eq!(place(3, &[], &hosts), vec!["b", "", ""]);
+        assert!(needs_placing(3, &place(3, &[], &hosts), &hosts));
+    }
+
+    #[test]
+    fn live_replicas_stay_and_lost_ones_move() {
+        let hosts = [host("a", 1, None), host("c", 0, None)];
+        let current = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let placed = place(3, &current, &hosts);
+        assert_eq!(placed[0], "a");
+        assert_eq!(placed[2], "c");
+        assert!(placed[1] == "a" || placed[1] == "c");
+        assert!(needs_placing(3, &current, &hosts));
+        assert!(!needs_placing(3, &placed, &hosts));
+    }
+
+    #[test]
+    fn scaling_keeps_the_lower_replicas_in_place() {
+        let hosts = [host("a", 0, None), host("b", 0, None)];
+        let three = place(3, &[], &hosts);
+        let five = place(5, &three, &hosts);
+        assert_eq!(&five[..3], &three[..]);
+        assert_eq!(place(1, &five, &hosts), vec![three[0].clone()]);
+    }
+
+    #[test]
+    fn without_live_hosts_nothing_is_placed() {
+        assert_eq!(place(2, &["gone".into()], &[]), vec!["", ""]);
+    }
+}

@@ -1,0 +1,42 @@
+//! Heartbeat: announces this host in the hosts bucket every `interval` — its advertise
+//! address, how many krane containers it runs and its capacity. The entry expires after the
+//! host timeout; a host whose entry expired is lost and its replicas are placed elsewhere.
+//! On shutdown the entry is left to expire, so a quick restart moves nothing.
+
+use crate::reconcile::Reconciler;
+use krane_core::placement::HostInfo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+pub async fn run(
+    reconciler: Arc<Reconciler>,
+    max_containers: Option<u32>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut containers = 0;
+    loop {
+        let host = reconciler.host();
+        match reconciler.runtime().list_owned(&host.host_id).await {
+            Ok(owned) => containers = u32::try_from(owned.len()).unwrap_or(u32::MAX),
+            Err(error) => {
+                warn!(%error, "heartbeat cannot count containers; sending the last count")
+            }
+        }
+        let info = HostInfo {
+            host_id: host.host_id.clone(),
+            advertise_host: host.advertise_host.clone(),
+            containers,
+            max_containers,
+        };
+        if let Err(error) = reconciler.log().heartbeat(&info).await {
+            warn!(%error, "heartbeat not sent");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
