@@ -56,6 +56,7 @@ pub async fn get_gateway(
     match stored.record {
         Some(record) if !record.is_gone() => Ok(ConnectResponse::new(GetGatewayResponse {
             instances: record.proto_instances(),
+            gateway: record.intent.desired().map(GatewaySpec::to_request),
         })),
         _ => Err(ConnectError::new_not_found(format!(
             "gateway {key} not found"

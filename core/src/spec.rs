@@ -94,6 +94,19 @@ impl GatewaySpec {
         GatewayKey::new(&self.namespace, &self.gateway_id)
     }
 
+    /// The spec as the wire message it was validated from.
+    pub fn to_request(&self) -> GatewayRequest {
+        GatewayRequest {
+            namespace: self.namespace.clone(),
+            workspace_id: self.workspace_id.clone(),
+            gateway_id: self.gateway_id.clone(),
+            image: self.image.clone(),
+            replicas: self.replicas,
+            cpu_millicores: self.cpu_millicores,
+            memory_size_mib: self.memory_mib,
+        }
+    }
+
     /// Hash of everything that shapes one replica's container. Replicas whose container carries
     /// another template are replaced; a change of `replicas` alone leaves the others alone.
     pub fn template(&self) -> String {
@@ -225,6 +238,12 @@ mod tests {
         assert_eq!(spec.nano_cpus(), 250_000_000);
         assert_eq!(spec.memory_bytes(), 64 * 1024 * 1024);
         assert_eq!(spec.key(), GatewayKey::new("acme", "gw_1"));
+    }
+
+    #[test]
+    fn a_spec_turns_back_into_its_request() {
+        let spec = GatewaySpec::from_request(Some(&request())).expect("valid");
+        assert_eq!(spec.to_request(), request());
     }
 
     #[test]
