@@ -12,8 +12,8 @@
 //!
 //! A body that decodes is handed on unchanged; connectrpc-axum and tonic decode it again, with
 //! the same decoders, so the handlers see exactly what they did before. Calls this module does
-//! not understand (other paths, compressed bodies, the enveloped Connect content types, GET)
-//! are handed on untouched and answered by the libraries as before.
+//! not understand (other paths, compressed bodies, the enveloped Connect content types such as
+//! WatchGateway's over Connect, gRPC-Web, GET) are handed on untouched and answered by the libraries as before.
 
 use crate::MAX_REQUEST_BYTES;
 use crate::refusal::Wire;
@@ -26,7 +26,8 @@ use bytes::{Bytes, BytesMut};
 use connectrpc_axum::{ConnectError, RequestProtocol};
 use futures::StreamExt;
 use krane_proto::krane::v1::{
-    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, UpdateGatewayRequest,
+    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, ListGatewaysRequest,
+    UpdateGatewayRequest, WatchGatewayRequest,
 };
 use prost::Message;
 use serde::de::DeserializeOwned;
@@ -76,6 +77,8 @@ enum Rpc {
     Get,
     Delete,
     Update,
+    List,
+    Watch,
 }
 
 impl Rpc {
@@ -85,6 +88,8 @@ impl Rpc {
             "GetGateway" => Some(Self::Get),
             "DeleteGateway" => Some(Self::Delete),
             "UpdateGateway" => Some(Self::Update),
+            "ListGateways" => Some(Self::List),
+            "WatchGateway" => Some(Self::Watch),
             _ => None,
         }
     }
@@ -100,6 +105,12 @@ impl Rpc {
             }
             Self::Update => {
                 check::<UpdateGatewayRequest>(encoding, body, "krane.v1.UpdateGatewayRequest")
+            }
+            Self::List => {
+                check::<ListGatewaysRequest>(encoding, body, "krane.v1.ListGatewaysRequest")
+            }
+            Self::Watch => {
+                check::<WatchGatewayRequest>(encoding, body, "krane.v1.WatchGatewayRequest")
             }
         }
     }
@@ -120,6 +131,7 @@ impl Encoding {
         }
         let headers = request.headers();
         match Wire::of(request) {
+            Wire::Grpc if grpc_web(headers) => None,
             Wire::Grpc if !compressed(headers, "grpc-encoding") => Some(Self::Grpc),
             Wire::Connect(protocol) if !compressed(headers, header::CONTENT_ENCODING.as_str()) => {
                 match protocol {
@@ -131,6 +143,13 @@ impl Encoding {
             _ => None,
         }
     }
+}
+
+/// gRPC-Web (binary or base64 text) is left to tonic-web and tonic.
+fn grpc_web(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"))
 }
 
 fn compressed(headers: &HeaderMap, name: &str) -> bool {
@@ -431,6 +450,24 @@ mod tests {
         // Field 1 of GetGatewayRequest (namespace, a string) sent as a varint.
         let message = message_of(Rpc::Get.check(Encoding::Proto, &[0x08, 0x01]));
         assert!(message.contains("namespace"), "{message}");
+    }
+
+    #[test]
+    fn list_and_watch_bodies_are_checked_too() {
+        assert_eq!(
+            Rpc::from_path("/krane.v1.GatewayService/ListGateways"),
+            Some(Rpc::List)
+        );
+        Rpc::List
+            .check(Encoding::Json, br#"{"namespace":"a"}"#)
+            .expect("valid list");
+        let message = message_of(Rpc::List.check(Encoding::Json, br#"{"namespace":1}"#));
+        assert!(message.starts_with("namespace: "), "{message}");
+        let message = message_of(Rpc::Watch.check(Encoding::Proto, &[0x08, 0x01]));
+        assert!(
+            message.starts_with("request body is not a valid krane.v1.WatchGatewayRequest"),
+            "{message}"
+        );
     }
 
     fn framed(message: &[u8]) -> Vec<u8> {

@@ -1,23 +1,27 @@
 //! GatewayService handlers. Create and Delete publish a command and fold it into the KV record
 //! before answering, so a Get right after shows the new intent (PENDING or TERMINATING
-//! instances); Get only reads the record.
+//! instances); Get and List only read records (Watch is in [`crate::watch`]).
 
 use crate::errors::{invalid, storage};
 use axum::extract::State;
 use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
 use krane_core::command::Command;
 use krane_core::log::{EventLog, StoredRecord};
-use krane_core::spec::{GatewaySpec, validate_key};
+use krane_core::record::GatewayRecord;
+use krane_core::spec::{GatewaySpec, validate_key, validate_namespace};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, DeleteGatewayResponse,
-    GatewayStatus, GetGatewayRequest, GetGatewayResponse, UpdateGatewayRequest,
-    UpdateGatewayResponse,
+    GatewayStatus, GatewaySummary, GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest,
+    ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub log: EventLog,
+    /// Fires when the API shuts down: open watches end (`unavailable`) so draining finishes.
+    pub stop: CancellationToken,
 }
 
 type Reply<T> = Result<ConnectResponse<T>, ConnectError>;
@@ -61,6 +65,35 @@ pub async fn get_gateway(
         _ => Err(ConnectError::new_not_found(format!(
             "gateway {key} not found"
         ))),
+    }
+}
+
+/// The gateways of a namespace that are not deleted, ordered by id.
+pub async fn list_gateways(
+    State(state): State<ApiState>,
+    ConnectRequest(request): ConnectRequest<ListGatewaysRequest>,
+) -> Reply<ListGatewaysResponse> {
+    validate_namespace(&request.namespace).map_err(invalid)?;
+    let records = state
+        .log
+        .namespace_records(&request.namespace)
+        .await
+        .map_err(storage)?;
+    let gateways = records
+        .iter()
+        .filter(|record| !record.is_gone())
+        .map(summary)
+        .collect();
+    Ok(ConnectResponse::new(ListGatewaysResponse { gateways }))
+}
+
+fn summary(record: &GatewayRecord) -> GatewaySummary {
+    GatewaySummary {
+        namespace: record.namespace.clone(),
+        gateway_id: record.gateway_id.clone(),
+        status: record.overall_status() as i32,
+        instances: record.proto_instances(),
+        gateway: record.intent.desired().map(GatewaySpec::to_request),
     }
 }
 

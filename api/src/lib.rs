@@ -1,22 +1,25 @@
 //! krane-api: the thin front of krane. It validates a call, durably stores the resulting command
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
-//! - [`gateways`]: the GatewayService handlers.
+//! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream.
+//! - [`health`]: gRPC health, following the NATS connection.
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
 //! - [`auth`]: optional bearer-token authentication of every call.
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
 //!
-//! One port serves Connect (JSON and binary, HTTP/1.1 and h2c) and gRPC, told apart by
-//! content type (connectrpc-axum in front of tonic).
+//! One port serves Connect (JSON and binary, HTTP/1.1 and h2c), gRPC and gRPC-Web, told apart
+//! by content type (connectrpc-axum in front of tonic), with gRPC health and server reflection.
 
 pub mod auth;
 pub mod config;
 pub mod decode;
 pub mod errors;
 pub mod gateways;
+pub mod health;
 pub mod refusal;
+pub mod watch;
 
 use connectrpc_axum::MakeServiceBuilder;
 use krane_core::log::EventLog;
@@ -64,13 +67,26 @@ pub async fn serve(
         .get_gateway(gateways::get_gateway)
         .delete_gateway(gateways::delete_gateway)
         .update_gateway(gateways::update_gateway)
-        .with_state(gateways::ApiState { log })
+        .list_gateways(gateways::list_gateways)
+        .watch_gateway(watch::watch_gateway)
+        .with_state(gateways::ApiState {
+            log: log.clone(),
+            stop: stop.clone(),
+        })
         .build();
     let grpc_service = grpc_service.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let health = health::service(log, stop.clone()).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(krane_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let grpc_web = || tower::ServiceBuilder::new().layer(tonic_web::GrpcWebLayer::new());
     let service = MakeServiceBuilder::new()
         .receive_max_bytes(MAX_REQUEST_BYTES)
         .add_router(connect_router)
-        .add_grpc_service(grpc_service)
+        .add_grpc_service(grpc_web().service(grpc_service))
+        .add_grpc_service(grpc_web().service(health))
+        .add_grpc_service(grpc_web().service(reflection))
         .build();
     // Outermost first: credentials, then the body check, then Connect/gRPC dispatch.
     let service = tower::ServiceBuilder::new()

@@ -281,21 +281,44 @@ impl EventLog {
                 revision: 0,
             });
         };
-        let record = match entry.operation {
-            kv::Operation::Put => {
-                Some(
-                    GatewayRecord::decode(&entry.value).map_err(|error| LogError::Corrupt {
-                        location: format!("{} key {}", names::GATEWAYS_BUCKET, entry.key),
-                        reason: error.to_string(),
-                    })?,
-                )
+        stored_of(&entry)
+    }
+
+    /// The gateway's record after every change made after `revision` (from
+    /// [`Self::load_record`]), as it is written; `record: None` once its key is deleted. Ends
+    /// only when the caller drops it (or with an error when the watch breaks).
+    pub async fn watch_record(
+        &self,
+        key: &GatewayKey,
+        revision: u64,
+    ) -> Result<impl futures::Stream<Item = Result<StoredRecord>> + Send + 'static> {
+        self.ensure_connected()?;
+        let changes = self
+            .gateways
+            .watch_from_revision(key.kv_key(), revision + 1)
+            .await
+            .map_err(unavailable)?;
+        Ok(changes.map(|entry| stored_of(&entry.map_err(unavailable)?)))
+    }
+
+    /// The records of one namespace (deleted keys left out), ordered by gateway id.
+    pub async fn namespace_records(&self, namespace: &str) -> Result<Vec<GatewayRecord>> {
+        self.ensure_connected()?;
+        let mut keys = self.gateways.keys().await.map_err(unavailable)?;
+        let mut records = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            let Some(gateway) = GatewayKey::from_kv_key(&key) else {
+                continue;
+            };
+            if gateway.namespace == namespace
+                && let Some(record) = self.load_record(&gateway).await?.record
+            {
+                records.push(record);
             }
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
-        Ok(StoredRecord {
-            record,
-            revision: entry.revision,
-        })
+        }
+        records.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        Ok(records)
     }
 
     /// Folds a command into the gateway's record (compare-and-set).
@@ -473,6 +496,25 @@ fn hosts_bucket(timeout: Duration) -> kv::Config {
         storage: stream::StorageType::File,
         ..Default::default()
     }
+}
+
+/// A KV entry of the gateways bucket as a record (`None` for a delete or purge marker).
+fn stored_of(entry: &kv::Entry) -> Result<StoredRecord> {
+    let record = match entry.operation {
+        kv::Operation::Put => {
+            Some(
+                GatewayRecord::decode(&entry.value).map_err(|error| LogError::Corrupt {
+                    location: format!("{} key {}", names::GATEWAYS_BUCKET, entry.key),
+                    reason: error.to_string(),
+                })?,
+            )
+        }
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    Ok(StoredRecord {
+        record,
+        revision: entry.revision,
+    })
 }
 
 /// A message read back from a stream.

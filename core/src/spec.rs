@@ -145,6 +145,11 @@ pub fn validate_key(
     Ok(GatewayKey::new(namespace, gateway_id))
 }
 
+/// Validates the `namespace` of a request that names a namespace only (ListGateways).
+pub fn validate_namespace(namespace: &str) -> Result<(), FieldError> {
+    validate_id(namespace, "namespace")
+}
+
 fn validate_id(value: &str, field: &'static str) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));

@@ -1,15 +1,26 @@
 //! One client interface over the three protocols the API speaks: Connect with JSON, Connect with
 //! binary protobuf (both through the generated connectrpc-axum client) and gRPC (tonic).
+//! `watch` hands the WatchGateway stream over a channel, whatever the protocol.
 
 use connectrpc_axum_client::ClientError;
+use futures::StreamExt;
 use krane_proto::krane::v1::gateway_service_client::GatewayServiceClient as GrpcClient;
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient as ConnectClient;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, GatewayRequest,
-    GetGatewayRequest, GetGatewayResponse, UpdateGatewayRequest, UpdateGatewayResponse,
+    GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest, ListGatewaysResponse,
+    UpdateGatewayRequest, UpdateGatewayResponse, WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a watch delivers: each state, or the error that ended it. The channel closes when the
+/// stream ends.
+pub type WatchUpdates = mpsc::UnboundedReceiver<Result<WatchGatewayResponse, RpcError>>;
+
+/// Longest a watch may stay open in a test.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -65,8 +76,11 @@ impl TestClient {
     }
 
     fn connect(&self) -> ConnectClient {
-        let builder =
-            ConnectClient::builder(self.base_url.clone()).timeout(Duration::from_secs(10));
+        self.connect_with_timeout(Duration::from_secs(10))
+    }
+
+    fn connect_with_timeout(&self, timeout: Duration) -> ConnectClient {
+        let builder = ConnectClient::builder(self.base_url.clone()).timeout(timeout);
         let builder = match self.protocol {
             Protocol::ConnectProto => builder.use_proto(),
             _ => builder.use_json(),
@@ -124,6 +138,73 @@ impl TestClient {
             Protocol::Grpc => Ok(self.grpc().await.get_gateway(request).await?.into_inner()),
             _ => Ok(self.connect().get_gateway(&request).await?.into_inner()),
         }
+    }
+
+    pub async fn list(&self, namespace: &str) -> Result<ListGatewaysResponse, RpcError> {
+        let request = ListGatewaysRequest {
+            namespace: namespace.into(),
+        };
+        match self.protocol {
+            Protocol::Grpc => Ok(self.grpc().await.list_gateways(request).await?.into_inner()),
+            _ => Ok(self.connect().list_gateways(&request).await?.into_inner()),
+        }
+    }
+
+    /// Starts WatchGateway; its updates (and the error that ends it, if any) arrive on the
+    /// returned channel, which closes when the stream ends.
+    pub fn watch(&self, namespace: &str, gateway_id: &str) -> WatchUpdates {
+        let request = WatchGatewayRequest {
+            namespace: namespace.into(),
+            gateway_id: gateway_id.into(),
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let client = Self::new_like(self);
+        tokio::spawn(async move {
+            let result = match client.protocol {
+                Protocol::Grpc => client.forward_grpc_watch(request, &sender).await,
+                _ => client.forward_connect_watch(request, &sender).await,
+            };
+            if let Err(error) = result {
+                let _ = sender.send(Err(error));
+            }
+        });
+        receiver
+    }
+
+    fn new_like(other: &Self) -> Self {
+        Self {
+            protocol: other.protocol,
+            base_url: other.base_url.clone(),
+        }
+    }
+
+    async fn forward_connect_watch(
+        &self,
+        request: WatchGatewayRequest,
+        sender: &mpsc::UnboundedSender<Result<WatchGatewayResponse, RpcError>>,
+    ) -> Result<(), RpcError> {
+        let client = self.connect_with_timeout(WATCH_TIMEOUT);
+        let mut updates = client.watch_gateway(&request).await?.into_inner();
+        while let Some(update) = updates.next().await {
+            if sender.send(Ok(update?)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn forward_grpc_watch(
+        &self,
+        request: WatchGatewayRequest,
+        sender: &mpsc::UnboundedSender<Result<WatchGatewayResponse, RpcError>>,
+    ) -> Result<(), RpcError> {
+        let mut updates = self.grpc().await.watch_gateway(request).await?.into_inner();
+        while let Some(update) = updates.message().await? {
+            if sender.send(Ok(update)).is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub async fn delete(&self, namespace: &str, gateway_id: &str) -> Result<(), RpcError> {

@@ -3,8 +3,9 @@
 //! truncated and garbled bodies, oversized bodies) must never get a 5xx, a panic or a vague
 //! answer: every refusal is `invalid_argument` naming the field (or the message type, for a
 //! body that is not one at all), `resource_exhausted` for bodies over the limit, `not_found`
-//! for Gets of unknown gateways. Calls that happen to be valid are accepted. Gateways stored
-//! before the run are untouched: same record, same KV revision, same latest command.
+//! for Gets of unknown gateways. Calls (Create, Get, Delete, List) that happen to be valid are
+//! accepted. Gateways stored before the run are untouched: same record, same KV revision, same
+//! latest command.
 //!
 //! The run is reproducible: `KRANE_FUZZ_SEED=<seed>` replays it (the seed is in every failure
 //! message); `KRANE_FUZZ_REQUESTS` changes the number of calls.
@@ -15,6 +16,7 @@ use krane_api::MAX_REQUEST_BYTES;
 use krane_core::names::GatewayKey;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, GetGatewayRequest,
+    ListGatewaysRequest,
 };
 use krane_tests::client::gateway_request;
 use krane_tests::{Krane, Protocol, unique_namespace};
@@ -177,6 +179,7 @@ enum Rpc {
     Create,
     Get,
     Delete,
+    List,
 }
 
 impl Rpc {
@@ -185,6 +188,7 @@ impl Rpc {
             Self::Create => "/krane.v1.GatewayService/CreateGateway",
             Self::Get => "/krane.v1.GatewayService/GetGateway",
             Self::Delete => "/krane.v1.GatewayService/DeleteGateway",
+            Self::List => "/krane.v1.GatewayService/ListGateways",
         }
     }
 }
@@ -594,7 +598,7 @@ struct Generator {
 
 impl Generator {
     fn probe(&self, rng: &mut StdRng) -> Probe {
-        let rpc = *[Rpc::Create, Rpc::Create, Rpc::Get, Rpc::Delete]
+        let rpc = *[Rpc::Create, Rpc::Create, Rpc::Get, Rpc::Delete, Rpc::List]
             .choose(rng)
             .unwrap_or(&Rpc::Create);
         let encoding = match rng.random_range(0..10) {
@@ -870,6 +874,11 @@ impl Generator {
                     ];
                     self.json_object(rng, members)
                 }
+                Rpc::List => {
+                    let namespace = self.namespace(rng);
+                    let namespace = self.json_text_field(rng, namespace, &mut kind);
+                    self.json_object(rng, vec![("\"namespace\"".to_string(), namespace)])
+                }
             }
         }
         .into_bytes();
@@ -944,6 +953,10 @@ impl Generator {
             Rpc::Delete => DeleteGatewayRequest {
                 namespace: self.namespace(rng),
                 gateway_id: self.gateway_id(rng),
+            }
+            .encode_to_vec(),
+            Rpc::List => ListGatewaysRequest {
+                namespace: self.namespace(rng),
             }
             .encode_to_vec(),
         }
