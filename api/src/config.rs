@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use krane_core::log::NatsArgs;
+use krane_core::metrics::MetricsArgs;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]
@@ -26,6 +27,9 @@ pub struct ApiConfig {
         value_parser = clap::builder::NonEmptyStringValueParser::new()
     )]
     pub auth_token: Option<String>,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON")]

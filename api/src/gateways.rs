@@ -32,6 +32,7 @@ pub async fn create_gateway(
 ) -> Reply<CreateGatewayResponse> {
     let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
+    crate::observe::gateway(&key);
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     if let Some(record) = &stored.record
         && record.intent.desired() == Some(&spec)
@@ -56,6 +57,7 @@ pub async fn get_gateway(
     ConnectRequest(request): ConnectRequest<GetGatewayRequest>,
 ) -> Reply<GetGatewayResponse> {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
+    crate::observe::gateway(&key);
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     match stored.record {
         Some(record) if !record.is_gone() => Ok(ConnectResponse::new(GetGatewayResponse {
@@ -74,6 +76,7 @@ pub async fn list_gateways(
     ConnectRequest(request): ConnectRequest<ListGatewaysRequest>,
 ) -> Reply<ListGatewaysResponse> {
     validate_namespace(&request.namespace).map_err(invalid)?;
+    crate::observe::namespace(&request.namespace);
     let records = state
         .log
         .namespace_records(&request.namespace)
@@ -102,6 +105,7 @@ pub async fn delete_gateway(
     ConnectRequest(request): ConnectRequest<DeleteGatewayRequest>,
 ) -> Reply<DeleteGatewayResponse> {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
+    crate::observe::gateway(&key);
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     let already_deleting = stored
         .record
@@ -126,6 +130,7 @@ pub async fn update_gateway(
 ) -> Reply<UpdateGatewayResponse> {
     let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
+    crate::observe::gateway(&key);
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     let exists = stored
         .record

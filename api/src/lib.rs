@@ -8,6 +8,7 @@
 //! - [`auth`]: optional bearer-token authentication of every call.
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
+//! - [`observe`]: the span and the metrics of every call.
 //!
 //! One port serves Connect (JSON and binary, HTTP/1.1 and h2c), gRPC and gRPC-Web, told apart
 //! by content type (connectrpc-axum in front of tonic), with gRPC health and server reflection.
@@ -18,6 +19,7 @@ pub mod decode;
 pub mod errors;
 pub mod gateways;
 pub mod health;
+pub mod observe;
 pub mod refusal;
 pub mod watch;
 
@@ -88,8 +90,9 @@ pub async fn serve(
         .add_grpc_service(grpc_web().service(health))
         .add_grpc_service(grpc_web().service(reflection))
         .build();
-    // Outermost first: credentials, then the body check, then Connect/gRPC dispatch.
+    // Outermost first: span and metrics, credentials, the body check, Connect/gRPC dispatch.
     let service = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(observe::observe_rpc))
         .option_layer(
             auth.map(|auth| axum::middleware::from_fn_with_state(auth, auth::require_bearer)),
         )

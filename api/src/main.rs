@@ -14,20 +14,31 @@ const NATS_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ApiConfig::parse();
-    krane_core::telemetry::init_logging(config.log_json);
-    match run(config).await {
+    let telemetry = match krane_core::telemetry::init(config.log_json, "krane-api") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("krane-api: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!("{error:#}");
             eprintln!("krane-api: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans (the calls drained at shutdown) are sent before exiting.
+    telemetry.shutdown();
+    code
 }
 
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     krane_core::shutdown::cancel_on_signal(stop.clone());
+    krane_api::observe::register_metrics();
+    config.metrics.serve(stop.clone()).await?;
     let log = krane_core::log::connect(&config.nats, "krane-api", NATS_REQUEST_TIMEOUT)
         .await
         .map_err(|error| {

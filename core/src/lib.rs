@@ -8,12 +8,16 @@
 //! - [`event`]: what workers observe (`InstanceObserved`).
 //! - [`record`]: the projection (`GatewayRecord`), pure and order-insensitive so it can be rebuilt.
 //! - [`log`]: the JetStream streams and KV bucket that hold all of the above.
+//! - [`telemetry`], [`otlp`], [`metrics`]: logs, trace export and context propagation, and the
+//!   Prometheus registry and `/metrics` listener of both binaries.
 
 pub mod command;
 pub mod event;
 pub mod hosts;
 pub mod log;
+pub mod metrics;
 pub mod names;
+pub mod otlp;
 pub mod placement;
 pub mod record;
 pub mod shutdown;

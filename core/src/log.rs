@@ -207,6 +207,8 @@ impl EventLog {
 
     async fn send_command(&self, command: &Command, message: PublishMessage) -> Result<u64> {
         self.ensure_connected()?;
+        // The caller's trace context travels with the command, to the worker that handles it.
+        let message = crate::telemetry::with_trace_context(message);
         let ack = self
             .jetstream
             .send_publish(command.key().command_subject(), message)

@@ -7,6 +7,7 @@ pub mod client;
 pub mod docker;
 pub mod engines;
 pub mod nats;
+pub mod otlp;
 pub mod process;
 pub mod workers;
 

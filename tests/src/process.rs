@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct ServiceProcess {
     name: &'static str,
     args: Vec<String>,
+    /// Environment variables set on top of the test's own (e.g. `OTEL_*`).
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -18,9 +20,20 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` (`krane-api` or `krane-worker`) with `args`; output goes to `log`.
     pub fn spawn(name: &'static str, args: Vec<String>, log: PathBuf) -> Self {
+        Self::spawn_with_env(name, args, Vec::new(), log)
+    }
+
+    /// Like [`Self::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        name: &'static str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
         let mut process = Self {
             name,
             args,
+            env,
             log,
             child: None,
         };
@@ -40,6 +53,7 @@ impl ServiceProcess {
         let child = Command::new(&binary)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()

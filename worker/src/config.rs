@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use krane_core::log::NatsArgs;
+use krane_core::metrics::MetricsArgs;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
@@ -78,6 +79,9 @@ pub struct WorkerConfig {
     /// Registry server the credentials are for.
     #[arg(long, env = "KRANE_REGISTRY_SERVER")]
     pub registry_server: Option<String>,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON", global = true)]

@@ -7,6 +7,7 @@
 //! Shutdown: when `stop` fires, no new message is taken; in-flight ones get `grace` to finish,
 //! then are handed back (`nak`) for another worker or the next start.
 
+use crate::metrics;
 use crate::reconcile::{Outcome, Reconciler};
 use async_nats::jetstream::{AckKind, Message, consumer};
 use futures::StreamExt;
@@ -143,17 +144,35 @@ struct Handler {
 
 impl Handler {
     async fn handle(&self, message: Message) {
+        let _in_flight = metrics::in_flight();
+        let (seq, delivered) = match message.info() {
+            Ok(info) => {
+                metrics::delivered(info.delivered, info.pending);
+                (info.stream_sequence, info.delivered)
+            }
+            Err(_) => (0, 1),
+        };
         let command = match Command::decode(&message.payload) {
             Ok(command) => command,
             Err(error) => {
                 // Not ours to fix by retrying; terminate it and keep it in the stream.
                 error!(subject = %message.subject, %error, "undecodable command; terminating it");
+                metrics::command("undecodable");
                 ack(&message, AckKind::Term).await;
                 return;
             }
         };
         let key = command.key();
-        let span = info_span!("command", namespace = %key.namespace, gateway = %key.gateway_id);
+        // A child of the call (or scheduling decision) that stored the command.
+        let span = info_span!(
+            "command",
+            otel.kind = "consumer",
+            namespace = %key.namespace,
+            gateway = %key.gateway_id,
+            seq,
+            delivered,
+        );
+        krane_core::telemetry::set_parent_from(&span, message.headers.as_ref());
         self.handle_command(&message, &key).instrument(span).await;
     }
 
@@ -162,6 +181,7 @@ impl Handler {
         let outcome = tokio::select! {
             outcome = keep_alive(message, self.settings.ack_wait, reconcile) => outcome,
             _ = self.hand_back.cancelled() => {
+                metrics::command("handed_back");
                 ack(message, AckKind::Nak(None)).await;
                 return;
             }
@@ -169,6 +189,7 @@ impl Handler {
         let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
         match outcome {
             Ok(Outcome::Converged) => {
+                metrics::command("converged");
                 if let Err(error) = message.double_ack().await {
                     warn!(%error, "ack not confirmed; the command will be redelivered (harmless)");
                 }
@@ -178,6 +199,7 @@ impl Handler {
                 permanent: true,
             }) => {
                 warn!(%reason, "gateway failed; not retrying");
+                metrics::command("failed");
                 ack(message, AckKind::Ack).await;
             }
             Ok(Outcome::Failed {
@@ -187,6 +209,7 @@ impl Handler {
             Err(error) => {
                 // NATS trouble is not the gateway's fault: retry without counting towards FAILED.
                 warn!(%error, "reconcile interrupted; retrying later");
+                metrics::command("interrupted");
                 ack(message, AckKind::Nak(Some(backoff(attempt)))).await;
             }
         }
@@ -205,6 +228,7 @@ impl Handler {
             // count towards FAILED; wait for the engine with backoff and show why.
             let delay = backoff(attempt);
             warn!(%engine, ?delay, "Docker engine unavailable; waiting for it");
+            metrics::command("engine_unavailable");
             let reason = format!("waiting for the Docker engine: {engine}");
             let _ = self
                 .reconciler
@@ -222,13 +246,16 @@ impl Handler {
                 .await
             {
                 warn!(%error, "could not record the failure; retrying later");
+                metrics::command("interrupted");
                 ack(message, AckKind::Nak(Some(backoff(attempt)))).await;
                 return;
             }
+            metrics::command("gave_up");
             ack(message, AckKind::Ack).await;
         } else {
             let delay = backoff(attempt);
             info!(attempt, ?delay, %reason, "retrying later");
+            metrics::command("retry");
             let reason = format!("retrying (attempt {attempt} of {max}): {reason}");
             let _ = self
                 .reconciler

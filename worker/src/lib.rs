@@ -8,7 +8,9 @@
 //!   them off lost ones.
 //! - [`plan`]: the pure decision (`plan`) and report (`observations`) logic.
 //! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine.
-//! - [`docker`]: `DockerRuntime`, the trait on bollard; [`fake`]: an in-memory one.
+//! - [`docker`]: `DockerRuntime`, the trait on bollard; [`fake`]: an in-memory one;
+//!   [`instrumented`]: any runtime with a span, latency and errors per call.
+//! - [`metrics`]: the worker's Prometheus metrics.
 //! - [`config`]: command-line flags and environment variables.
 //!
 //! Errors: modules return their own `thiserror` enums (`RuntimeError`, `LogError`,
@@ -20,6 +22,8 @@ pub mod consumer;
 pub mod docker;
 pub mod fake;
 pub mod heartbeat;
+pub mod instrumented;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod resync;

@@ -4,6 +4,7 @@
 use clap::Parser;
 use krane_worker::config::{WorkerCommand, WorkerConfig};
 use krane_worker::docker::{DockerRuntime, RegistryAuth};
+use krane_worker::instrumented::Instrumented;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,24 @@ use tracing::{error, info};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();
-    krane_core::telemetry::init_logging(config.log_json);
-    match run(config).await {
+    let telemetry = match krane_core::telemetry::init(config.log_json, "krane-worker") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("krane-worker: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!("{error:#}");
             eprintln!("krane-worker: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans (commands finished or handed back at shutdown) are sent before exiting.
+    telemetry.shutdown();
+    code
 }
 
 async fn run(config: WorkerConfig) -> anyhow::Result<()> {
@@ -47,7 +57,10 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
         .await
         .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
+    let runtime = Instrumented::new(runtime);
     let log = connect_nats().await?;
+    krane_worker::metrics::register_metrics();
+    config.metrics.serve(stop.clone()).await?;
     info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
     krane_worker::run(&config, log, Arc::new(runtime), stop).await?;
     info!("krane-worker stopped");

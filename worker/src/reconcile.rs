@@ -17,7 +17,8 @@ use krane_core::record::GatewayRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::field::{Empty, debug};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Plan/act rounds per reconcile; more means someone keeps changing things under us, and the
 /// next delivery (or resync) continues from wherever this one stopped.
@@ -91,7 +92,27 @@ impl Reconciler {
     pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
+        let span = info_span!(
+            "reconcile",
+            namespace = %key.namespace,
+            gateway = %key.gateway_id,
+            outcome = Empty,
+        );
         let started = Instant::now();
+        let result = self
+            .reconcile_locked(key, started)
+            .instrument(span.clone())
+            .await;
+        crate::metrics::reconciled(&result, started.elapsed());
+        span.record("outcome", debug(&result));
+        result
+    }
+
+    async fn reconcile_locked(
+        &self,
+        key: &GatewayKey,
+        started: Instant,
+    ) -> Result<Outcome, ReconcileError> {
         let mut round = 0;
         while round < MAX_ROUNDS {
             let (desired, record) = self.current_intent(key).await?;
@@ -111,7 +132,7 @@ impl Reconciler {
                 self.report(key, &desired, record.as_ref(), &observed, &BTreeMap::new())
                     .await?;
                 if waiting == 0 {
-                    debug!(gateway = %key, round, "converged");
+                    debug!(round, "converged");
                     return Ok(Outcome::Converged);
                 }
                 if started.elapsed() > self.rollout_timeout {
@@ -129,7 +150,7 @@ impl Reconciler {
                 continue;
             }
             round += 1;
-            info!(gateway = %key, round, actions = actions.len(), waiting, "applying plan");
+            info!(round, actions = actions.len(), waiting, "applying plan");
             self.announce_pending(key, &desired, record.as_ref(), &actions)
                 .await?;
             let failures = self.execute(&desired, actions).await;
@@ -149,7 +170,7 @@ impl Reconciler {
                 });
             }
         }
-        warn!(gateway = %key, "still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
+        warn!("still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
         Ok(Outcome::Failed {
             reason: format!("did not settle within {MAX_ROUNDS} rounds"),
             permanent: false,
@@ -209,7 +230,7 @@ impl Reconciler {
         } else {
             (ObservedState::Pending, false)
         };
-        warn!(gateway = %key, %error, permanent, "reconcile failed");
+        warn!(%error, permanent, "reconcile failed");
         let failures = failing_all(desired, &error.to_string(), state);
         self.report_only_failures(key, desired, record.as_ref(), &failures)
             .await?;
@@ -308,7 +329,7 @@ impl Reconciler {
         failures: &BTreeMap<u32, FailedReplica>,
     ) -> Result<(), ReconcileError> {
         let facts = plan::observations(key, desired, record, observed, failures, &self.host);
-        self.publish(key, facts).await
+        self.publish(key, record, facts).await
     }
 
     /// Reports only the replicas in `failures`: used when the engine could not be listed, so
@@ -324,19 +345,21 @@ impl Reconciler {
             .into_iter()
             .filter(|fact| failures.contains_key(&fact.replica))
             .collect();
-        self.publish(key, facts).await
+        self.publish(key, record, facts).await
     }
 
     async fn publish(
         &self,
         key: &GatewayKey,
+        record: Option<&GatewayRecord>,
         facts: Vec<InstanceObserved>,
     ) -> Result<(), ReconcileError> {
         for fact in &facts {
             let seq = self.log.publish_event(fact).await?;
             self.log.project_event(seq, fact).await?;
-            debug!(gateway = %key, replica = fact.replica, state = ?fact.state, "reported");
+            debug!(replica = fact.replica, state = ?fact.state, "reported");
         }
+        crate::metrics::reported(key, &self.host.host_id, record, &facts);
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(reconciler: Arc<Reconciler>, settings: ResyncSettings, stop: Ca
                 let reconciler = reconciler.clone();
                 async move {
                     if let Err(error) = reconciler.reconcile(&key).await {
-                        warn!(gateway = %key, %error, "resync failed; the next one retries");
+                        warn!(namespace = %key.namespace, gateway = %key.gateway_id, %error, "resync failed; the next one retries");
                     }
                 }
             })
@@ -96,7 +96,7 @@ async fn follow_engine(
             };
             match change {
                 Some(Ok(key)) => {
-                    debug!(gateway = %key, "engine reported a change");
+                    debug!(namespace = %key.namespace, gateway = %key.gateway_id, "engine reported a change");
                     delay = Duration::from_secs(1);
                     let _ = due.send(key);
                 }

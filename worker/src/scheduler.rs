@@ -118,7 +118,7 @@ async fn close_lost_hosts(
         })
         .collect();
     for event in lost {
-        info!(gateway = %record.key(), replica = event.replica, host = %event.host_id, "host lost; closing its instance");
+        info!(namespace = %event.namespace, gateway = %event.gateway_id, replica = event.replica, host = %event.host_id, "host lost; closing its instance");
         let seq = log.publish_event(&event).await?;
         log.project_event(seq, &event).await?;
     }
@@ -148,7 +148,8 @@ pub async fn place_if_needed(
     match log.publish_command_if_latest(&command, seq).await? {
         Some(new_seq) => {
             log.project_command(new_seq, &command).await?;
-            info!(gateway = %command.key(), placement = ?command.placement(), "placed replicas");
+            let key = command.key();
+            info!(namespace = %key.namespace, gateway = %key.gateway_id, placement = ?command.placement(), "placed replicas");
             Ok((new_seq, command))
         }
         // Someone published a newer command; that one is in force.

@@ -1,0 +1,220 @@
+//! The worker's Prometheus metrics, served by `krane_core::metrics` on `--metrics-listen`:
+//! commands by outcome, redeliveries, queue lag, reconcile durations, Docker calls (see
+//! [`crate::instrumented`]) and this host's instances by state.
+//!
+//! Instances are counted from what this worker last reported for each gateway it reconciled
+//! (no extra NATS reads): the gauge is complete once the first resync after start has run, and
+//! workers that share a host each count the gateways they reconciled.
+
+use crate::reconcile::{Outcome, ReconcileError};
+use crate::runtime::RuntimeError;
+use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::metrics::{latency_buckets, register};
+use krane_core::names::GatewayKey;
+use krane_core::record::GatewayRecord;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallErrorLabel {
+    call: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+struct WorkerMetrics {
+    commands: Family<OutcomeLabel, Counter>,
+    redeliveries: Counter,
+    pending: Gauge,
+    in_flight: Gauge,
+    reconciles: Family<OutcomeLabel, Histogram>,
+    docker_calls: Family<CallLabel, Histogram>,
+    docker_errors: Family<CallErrorLabel, Counter>,
+    instances: Family<StateLabel, Gauge>,
+    /// Per gateway, the state last reported for each of its replicas on this host.
+    reported: Mutex<HashMap<GatewayKey, BTreeMap<u32, ObservedState>>>,
+}
+
+static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
+    commands: register(
+        "worker_commands",
+        "Commands handled, by outcome (converged, failed, retry, gave_up, engine_unavailable, \
+         interrupted, handed_back, undecodable)",
+        Family::default(),
+    ),
+    redeliveries: register(
+        "worker_redeliveries",
+        "Commands received more than once (JetStream delivered > 1)",
+        Counter::default(),
+    ),
+    pending: register(
+        "worker_commands_pending",
+        "Commands waiting in this host's consumer, as of the last delivery",
+        Gauge::default(),
+    ),
+    in_flight: register(
+        "worker_commands_in_flight",
+        "Commands being handled now",
+        Gauge::default(),
+    ),
+    reconciles: register(
+        "worker_reconcile_duration_seconds",
+        "Time to reconcile one gateway, by outcome (converged, failed, retryable, error)",
+        Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+    ),
+    docker_calls: register(
+        "worker_docker_call_duration_seconds",
+        "Latency of Docker engine calls, by call",
+        Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+    ),
+    docker_errors: register(
+        "worker_docker_call_errors",
+        "Failed Docker engine calls, by call and kind (unavailable, rejected, image_unavailable)",
+        Family::default(),
+    ),
+    instances: register(
+        "worker_instances",
+        "Instances on this host by the state this worker last reported (pending, running, failed)",
+        Family::default(),
+    ),
+    reported: Mutex::default(),
+});
+
+/// Registers the worker's metrics, so they are listed before anything happened.
+pub fn register_metrics() {
+    LazyLock::force(&METRICS);
+}
+
+/// A command was handled with `outcome`.
+pub fn command(outcome: &'static str) {
+    METRICS
+        .commands
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
+}
+
+/// A command was delivered: how often, and how many were still waiting behind it.
+pub fn delivered(delivered: i64, pending: u64) {
+    if delivered > 1 {
+        METRICS.redeliveries.inc();
+    }
+    METRICS
+        .pending
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+}
+
+/// Counts a command as in flight until the returned guard is dropped.
+pub fn in_flight() -> InFlight {
+    METRICS.in_flight.inc();
+    InFlight(())
+}
+
+pub struct InFlight(());
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
+}
+
+pub fn reconciled(result: &Result<Outcome, ReconcileError>, took: Duration) {
+    let outcome = match result {
+        Ok(Outcome::Converged) => "converged",
+        Ok(Outcome::Failed {
+            permanent: true, ..
+        }) => "failed",
+        Ok(Outcome::Failed { .. }) => "retryable",
+        Err(_) => "error",
+    };
+    METRICS
+        .reconciles
+        .get_or_create(&OutcomeLabel { outcome })
+        .observe(took.as_secs_f64());
+}
+
+pub fn docker_call(call: &'static str, took: Duration, error: Option<&RuntimeError>) {
+    METRICS
+        .docker_calls
+        .get_or_create(&CallLabel { call })
+        .observe(took.as_secs_f64());
+    if let Some(error) = error {
+        let kind = match error {
+            RuntimeError::Unavailable(_) => "unavailable",
+            RuntimeError::Rejected(_) => "rejected",
+            RuntimeError::ImageUnavailable { .. } => "image_unavailable",
+        };
+        METRICS
+            .docker_errors
+            .get_or_create(&CallErrorLabel { call, kind })
+            .inc();
+    }
+}
+
+/// After a report about `key`: the states of its replicas on `host_id` are those in `record`
+/// (as it was before the report) updated by the `facts` just published.
+pub fn reported(
+    key: &GatewayKey,
+    host_id: &str,
+    record: Option<&GatewayRecord>,
+    facts: &[InstanceObserved],
+) {
+    let mut states: BTreeMap<u32, ObservedState> = record
+        .map(|record| {
+            record
+                .replicas
+                .keys()
+                .filter_map(|replica| {
+                    let seen = record.observed(*replica, host_id)?;
+                    Some((*replica, seen.state))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    states.extend(facts.iter().map(|fact| (fact.replica, fact.state)));
+    states.retain(|_, state| *state != ObservedState::Gone);
+    let Ok(mut reported) = METRICS.reported.lock() else {
+        return;
+    };
+    if states.is_empty() {
+        reported.remove(key);
+    } else {
+        reported.insert(key.clone(), states);
+    }
+    let mut counts: BTreeMap<&'static str, i64> =
+        [("pending", 0), ("running", 0), ("failed", 0)].into();
+    for state in reported.values().flat_map(BTreeMap::values) {
+        let name = match state {
+            ObservedState::Pending => "pending",
+            ObservedState::Running => "running",
+            ObservedState::Failed => "failed",
+            ObservedState::Gone => continue,
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    for (state, count) in counts {
+        METRICS
+            .instances
+            .get_or_create(&StateLabel { state })
+            .set(count);
+    }
+}
