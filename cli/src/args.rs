@@ -1,0 +1,108 @@
+//! The command line: `krane gateway <create|get|list|delete|watch|scale> …`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "krane", version, about = "Manage krane gateways")]
+pub struct Cli {
+    /// Base URL of the krane API.
+    #[arg(
+        long,
+        env = "KRANE_API_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub api: String,
+
+    /// Bearer token, when the API requires one.
+    #[arg(long, env = "KRANE_AUTH_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    /// `text` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Gateways: N replicas of one image.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Create a gateway (or change an existing one to this spec) and follow it until RUNNING.
+    Create(CreateArgs),
+    /// Show a gateway's instances.
+    Get(Target),
+    /// List the gateways of a namespace.
+    List {
+        #[arg(long, short, env = "KRANE_NAMESPACE", default_value = "default")]
+        namespace: String,
+    },
+    /// Delete a gateway and follow it until its containers are gone.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Print the gateway's state now and on every change, until it is gone (Ctrl-C to stop).
+    Watch(Target),
+    /// Change the number of replicas and follow until they run.
+    Scale {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        replicas: u32,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Gateway id.
+    pub id: String,
+    #[arg(long, short, env = "KRANE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Wait {
+    /// Return as soon as the API accepted the change.
+    #[arg(long)]
+    pub detach: bool,
+    /// Give up following after this long (exit code 2).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub image: String,
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    #[arg(long, default_value_t = 100)]
+    pub cpu_millicores: u32,
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: u64,
+    #[arg(long, default_value = "")]
+    pub workspace_id: String,
+    #[command(flatten)]
+    pub wait: Wait,
+}

@@ -1,0 +1,198 @@
+//! Runs one CLI command against the API with the generated Connect client.
+
+use crate::args::{Cli, Command, CreateArgs, GatewayCommand, Output, Target, Wait};
+use crate::progress::{self, Goal};
+use anyhow::Context;
+use futures::StreamExt;
+use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient;
+use krane_proto::krane::v1::{
+    CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, GetGatewayRequest,
+    GetGatewayResponse, ListGatewaysRequest, UpdateGatewayRequest, WatchGatewayRequest,
+    WatchGatewayResponse,
+};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub struct Api {
+    client: GatewayServiceClient,
+    /// The same, without a call deadline, for WatchGateway streams that stay open.
+    streaming: GatewayServiceClient,
+    pub output: Output,
+}
+
+impl Api {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: connect(cli, Some(Duration::from_secs(10)))?,
+            streaming: connect(cli, None)?,
+            output: cli.output,
+        })
+    }
+
+    /// WatchGateway: the gateway's states as they change; the stream ends once it is gone.
+    pub async fn watch(
+        &self,
+        target: &Target,
+    ) -> anyhow::Result<impl futures::Stream<Item = anyhow::Result<WatchGatewayResponse>>> {
+        let request = WatchGatewayRequest {
+            namespace: target.namespace.clone(),
+            gateway_id: target.id.clone(),
+        };
+        let updates = self
+            .streaming
+            .watch_gateway(&request)
+            .await
+            .map_err(|error| call_error("WatchGateway", error))?
+            .into_inner();
+        Ok(updates.map(|update| update.map_err(|error| call_error("WatchGateway", error))))
+    }
+
+    /// GetGateway; `Ok(None)` when the gateway does not exist.
+    pub async fn get(&self, target: &Target) -> anyhow::Result<Option<GetGatewayResponse>> {
+        let request = GetGatewayRequest {
+            namespace: target.namespace.clone(),
+            gateway_id: target.id.clone(),
+        };
+        match self.client.get_gateway(&request).await {
+            Ok(response) => Ok(Some(response.into_inner())),
+            Err(error) if error.code() as i32 == 5 => Ok(None),
+            Err(error) => Err(call_error("GetGateway", error)),
+        }
+    }
+}
+
+fn connect(cli: &Cli, deadline: Option<Duration>) -> anyhow::Result<GatewayServiceClient> {
+    let mut builder = GatewayServiceClient::builder(cli.api.trim_end_matches('/')).use_json();
+    if let Some(deadline) = deadline {
+        builder = builder.timeout(deadline);
+    }
+    if let Some(token) = &cli.token {
+        builder = builder
+            .try_default_header("authorization", format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+    }
+    builder.build().context("cannot build the API client")
+}
+
+fn call_error(rpc: &str, error: connectrpc_axum_client::ClientError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{rpc} failed ({:?}): {}",
+        error.code(),
+        error.message().unwrap_or("no message")
+    )
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&cli)?;
+    let Command::Gateway(command) = cli.command;
+    match command {
+        GatewayCommand::Create(args) => create(&api, args).await,
+        GatewayCommand::Get(target) => get(&api, &target).await,
+        GatewayCommand::Delete { target, wait } => delete(&api, &target, &wait).await,
+        GatewayCommand::Scale {
+            target,
+            replicas,
+            wait,
+        } => scale(&api, &target, replicas, &wait).await,
+        GatewayCommand::Watch(target) => progress::watch(&api, &target).await,
+        GatewayCommand::List { namespace } => list(&api, &namespace).await,
+    }
+}
+
+async fn create(api: &Api, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let gateway = GatewayRequest {
+        namespace: args.target.namespace.clone(),
+        workspace_id: args.workspace_id.clone(),
+        gateway_id: args.target.id.clone(),
+        image: args.image.clone(),
+        replicas: args.replicas,
+        cpu_millicores: args.cpu_millicores,
+        memory_size_mib: args.memory_mib,
+    };
+    let request = CreateGatewayRequest {
+        gateway: Some(gateway),
+    };
+    let response = api
+        .client
+        .create_gateway(&request)
+        .await
+        .map_err(|error| call_error("CreateGateway", error))?
+        .into_inner();
+    if args.wait.detach {
+        progress::print_json_or(api.output, &response, || {
+            println!(
+                "gateway {}/{} accepted",
+                args.target.namespace, args.target.id
+            )
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    progress::follow(api, &args.target, Goal::Running(args.replicas), &args.wait).await
+}
+
+async fn get(api: &Api, target: &Target) -> anyhow::Result<ExitCode> {
+    let Some(gateway) = api.get(target).await? else {
+        anyhow::bail!("gateway {}/{} not found", target.namespace, target.id);
+    };
+    progress::print_json_or(api.output, &gateway, || progress::print_table(&gateway));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(api: &Api, target: &Target, wait: &Wait) -> anyhow::Result<ExitCode> {
+    let request = DeleteGatewayRequest {
+        namespace: target.namespace.clone(),
+        gateway_id: target.id.clone(),
+    };
+    api.client
+        .delete_gateway(&request)
+        .await
+        .map_err(|error| call_error("DeleteGateway", error))?;
+    if wait.detach {
+        progress::print_json_or(api.output, &serde_json::json!({"accepted": true}), || {
+            println!("deletion of {}/{} accepted", target.namespace, target.id)
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    progress::follow(api, target, Goal::Gone, wait).await
+}
+
+async fn scale(api: &Api, target: &Target, replicas: u32, wait: &Wait) -> anyhow::Result<ExitCode> {
+    let current = api.get(target).await?.and_then(|gateway| gateway.gateway);
+    let Some(mut gateway) = current else {
+        anyhow::bail!("gateway {}/{} not found", target.namespace, target.id);
+    };
+    gateway.replicas = replicas;
+    let request = UpdateGatewayRequest {
+        gateway: Some(gateway),
+    };
+    let response = api
+        .client
+        .update_gateway(&request)
+        .await
+        .map_err(|error| call_error("UpdateGateway", error))?
+        .into_inner();
+    if wait.detach {
+        progress::print_json_or(api.output, &response, || {
+            println!(
+                "scaling of {}/{} to {replicas} accepted",
+                target.namespace, target.id
+            )
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    progress::follow(api, target, Goal::Running(replicas), wait).await
+}
+
+async fn list(api: &Api, namespace: &str) -> anyhow::Result<ExitCode> {
+    let request = ListGatewaysRequest {
+        namespace: namespace.to_string(),
+    };
+    let listed = api
+        .client
+        .list_gateways(&request)
+        .await
+        .map_err(|error| call_error("ListGateways", error))?
+        .into_inner();
+    progress::print_json_or(api.output, &listed, || progress::print_list(&listed));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,23 @@
+//! `krane`: the command line for krane's GatewayService. It speaks Connect (JSON) to the API
+//! at `--api` / `KRANE_API_URL`; create, scale and delete follow the gateway's replicas live
+//! until done, failed or `--timeout` (`--detach` returns at once). Exit codes: 0 done,
+//! 1 failed (or the call was refused), 2 timed out.
+
+mod args;
+mod client;
+mod progress;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match client::run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("krane: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}

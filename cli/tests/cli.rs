@@ -1,0 +1,226 @@
+//! The `krane` binary against a running API (real nats-server, in-memory container runtime):
+//! live progress until done, JSON output for scripts, and exit codes 0 / 1 (failed) / 2 (timeout).
+
+use krane_tests::{Krane, unique_namespace};
+use krane_worker::fake::FakeRuntime;
+use krane_worker::runtime::RuntimeError;
+use std::process::Output;
+use std::sync::Arc;
+
+const IMAGE: &str = "krane-test-gateway:dev";
+
+async fn krane(api: &Krane, args: &[&str]) -> Output {
+    let url = format!("http://{}", api.api_addr);
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_krane"))
+            .arg("--api")
+            .arg(url)
+            .args(args)
+            .output()
+            .expect("run krane")
+    })
+    .await
+    .expect("join")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn started(namespace: &str) -> (Krane, Arc<FakeRuntime>) {
+    let mut krane = Krane::start_without_worker(namespace).await;
+    let runtime = Arc::new(FakeRuntime::with_images(&[IMAGE]));
+    runtime.fail_image("broken:1", RuntimeError::Rejected("invalid config".into()));
+    krane.start_worker_on(runtime.clone(), &[]);
+    (krane, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_scale_get_and_delete_follow_progress_until_done() {
+    let namespace = unique_namespace("cli");
+    let (api, runtime) = started(&namespace).await;
+    let ns = ["--namespace", namespace.as_str()];
+
+    let created = krane(
+        &api,
+        &[
+            &[
+                "gateway",
+                "create",
+                "edge",
+                "--image",
+                IMAGE,
+                "--replicas",
+                "2",
+            ][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let text = stdout(&created);
+    assert!(text.contains("RUNNING"), "{text}");
+    assert!(
+        text.contains(&format!("gateway {namespace}/edge: running")),
+        "{text}"
+    );
+    assert_eq!(runtime.container_names().len(), 2);
+
+    let got = krane(
+        &api,
+        &[&["--output", "json", "gateway", "get", "edge"][..], &ns].concat(),
+    )
+    .await;
+    assert!(got.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&got.stdout).expect("JSON output");
+    assert_eq!(json["instances"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["gateway"]["replicas"], 2);
+
+    let scaled = krane(
+        &api,
+        &[&["gateway", "scale", "edge", "--replicas", "1"][..], &ns].concat(),
+    )
+    .await;
+    assert!(scaled.status.success(), "{scaled:?}");
+    assert_eq!(runtime.container_names().len(), 1);
+
+    let deleted = krane(
+        &api,
+        &[&["--output", "json", "gateway", "delete", "edge"][..], &ns].concat(),
+    )
+    .await;
+    assert!(deleted.status.success(), "{deleted:?}");
+    assert!(stdout(&deleted).contains(r#""outcome":"gone""#));
+    assert!(runtime.container_names().is_empty());
+
+    let missing = krane(&api, &[&["gateway", "get", "edge"][..], &ns].concat()).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_exit_1_and_timeouts_exit_2() {
+    let namespace = unique_namespace("clifail");
+    let (api, _runtime) = started(&namespace).await;
+    let ns = ["--namespace", namespace.as_str()];
+    let failed = krane(
+        &api,
+        &[
+            &["gateway", "create", "bad", "--image", "broken:1"][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    assert!(stdout(&failed).contains("invalid config"));
+
+    let refused = krane(
+        &api,
+        &[&["gateway", "create", "bad id", "--image", IMAGE][..], &ns].concat(),
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("gateway.gateway_id"));
+
+    let impatient = krane(
+        &api,
+        &[
+            &[
+                "gateway",
+                "create",
+                "slow",
+                "--image",
+                IMAGE,
+                "--replicas",
+                "3",
+                "--timeout",
+                "0s",
+            ][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(impatient.status.code(), Some(2), "{impatient:?}");
+
+    let detached = krane(
+        &api,
+        &[
+            &[
+                "--output", "json", "gateway", "create", "quick", "--image", IMAGE, "--detach",
+            ][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(detached.status.success());
+    assert!(stdout(&detached).contains("GATEWAY_STATUS_PENDING"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_watch() {
+    let namespace = unique_namespace("clilist");
+    let (api, _runtime) = started(&namespace).await;
+    let ns = ["--namespace", namespace.as_str()];
+    for id in ["alpha", "beta"] {
+        let created = krane(
+            &api,
+            &[&["gateway", "create", id, "--image", IMAGE][..], &ns].concat(),
+        )
+        .await;
+        assert!(created.status.success(), "{created:?}");
+    }
+    let listed = krane(
+        &api,
+        &[&["--output", "json", "gateway", "list"][..], &ns].concat(),
+    )
+    .await;
+    assert!(listed.status.success(), "{listed:?}");
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON output");
+    let ids: Vec<&str> = json["gateways"]
+        .as_array()
+        .expect("gateways")
+        .iter()
+        .filter_map(|g| g["gatewayId"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["alpha", "beta"]);
+    let table = krane(&api, &[&["gateway", "list"][..], &ns].concat()).await;
+    assert!(stdout(&table).contains("alpha"));
+
+    // Watch follows the gateway until it is deleted, then exits 0.
+    let url = format!("http://{}", api.api_addr);
+    let watcher = std::process::Command::new(env!("CARGO_BIN_EXE_krane"))
+        .args([
+            "--api",
+            &url,
+            "gateway",
+            "watch",
+            "alpha",
+            "--namespace",
+            &namespace,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start krane watch");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deleted = krane(&api, &[&["gateway", "delete", "alpha"][..], &ns].concat()).await;
+    assert!(deleted.status.success());
+    let watched = tokio::task::spawn_blocking(move || watcher.wait_with_output())
+        .await
+        .expect("join")
+        .expect("watch output");
+    assert!(watched.status.success(), "{watched:?}");
+    let text = stdout(&watched);
+    assert!(
+        text.contains("RUNNING") && text.contains("TERMINATING"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("gateway {namespace}/alpha: gone")),
+        "{text}"
+    );
+}
