@@ -303,23 +303,35 @@ impl EventLog {
         Ok(changes.map(|entry| stored_of(&entry.map_err(unavailable)?)))
     }
 
-    /// The records of one namespace (deleted keys left out), ordered by gateway id.
+    /// The records of one namespace (deleted keys left out), ordered by gateway id. The keys
+    /// come from the bucket stream's subjects, filtered by the server: unlike a KV key listing,
+    /// that misses no key while others are being written.
     pub async fn namespace_records(&self, namespace: &str) -> Result<Vec<GatewayRecord>> {
         self.ensure_connected()?;
-        let mut keys = self.gateways.keys().await.map_err(unavailable)?;
-        let mut records = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
-            let Some(gateway) = GatewayKey::from_kv_key(&key) else {
-                continue;
-            };
-            if gateway.namespace == namespace
-                && let Some(record) = self.load_record(&gateway).await?.record
+        let pattern = GatewayKey::new(namespace, "*").kv_key();
+        let filter = format!("{}{pattern}", self.gateways.prefix);
+        let mut subjects = self
+            .gateways
+            .stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(unavailable)?;
+        let mut gateways = BTreeMap::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _count) = subject.map_err(unavailable)?;
+            let key = subject.strip_prefix(&self.gateways.prefix).unwrap_or("");
+            if let Some(gateway) = GatewayKey::from_kv_key(key)
+                && gateway.namespace == namespace
             {
+                gateways.insert(gateway.gateway_id.clone(), gateway);
+            }
+        }
+        let mut records = Vec::with_capacity(gateways.len());
+        for gateway in gateways.values() {
+            if let Some(record) = self.load_record(gateway).await?.record {
                 records.push(record);
             }
         }
-        records.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
         Ok(records)
     }
 
