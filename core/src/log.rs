@@ -146,10 +146,8 @@ impl EventLog {
     /// Every host whose heartbeat has not expired, by id.
     pub async fn live_hosts(&self) -> Result<Vec<HostInfo>> {
         self.ensure_connected()?;
-        let mut keys = self.hosts.keys().await.map_err(unavailable)?;
         let mut hosts = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
+        for key in keys_of(&self.hosts, ">").await? {
             let value = self.hosts.get(&key).await.map_err(unavailable)?;
             if let Some(host) = value.and_then(|value| HostInfo::decode(&value).ok()) {
                 hosts.push(host);
@@ -309,18 +307,9 @@ impl EventLog {
     pub async fn namespace_records(&self, namespace: &str) -> Result<Vec<GatewayRecord>> {
         self.ensure_connected()?;
         let pattern = GatewayKey::new(namespace, "*").kv_key();
-        let filter = format!("{}{pattern}", self.gateways.prefix);
-        let mut subjects = self
-            .gateways
-            .stream
-            .info_with_subjects(&filter)
-            .await
-            .map_err(unavailable)?;
         let mut gateways = BTreeMap::new();
-        while let Some(subject) = subjects.next().await {
-            let (subject, _count) = subject.map_err(unavailable)?;
-            let key = subject.strip_prefix(&self.gateways.prefix).unwrap_or("");
-            if let Some(gateway) = GatewayKey::from_kv_key(key)
+        for key in keys_of(&self.gateways, &pattern).await? {
+            if let Some(gateway) = GatewayKey::from_kv_key(&key)
                 && gateway.namespace == namespace
             {
                 gateways.insert(gateway.gateway_id.clone(), gateway);
@@ -407,10 +396,9 @@ impl EventLog {
 
     /// Every record in the bucket, keyed by KV key (for resync and for comparing after replay).
     pub async fn all_records(&self) -> Result<BTreeMap<String, GatewayRecord>> {
-        let mut keys = self.gateways.keys().await.map_err(unavailable)?;
+        self.ensure_connected()?;
         let mut records = BTreeMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
+        for key in keys_of(&self.gateways, ">").await? {
             let Some(gateway) = GatewayKey::from_kv_key(&key) else {
                 continue;
             };
@@ -499,6 +487,28 @@ impl EventLog {
         }
         Ok(read)
     }
+}
+
+/// The keys of a bucket matching `pattern` (a KV key with `*`/`>` wildcards), read from the
+/// subjects of the bucket's stream. (Listing through `kv::Store::keys` can miss a key that is
+/// being written at the same moment; the stream's subject index does not.) Deleted keys may
+/// still be listed; loading them yields nothing.
+async fn keys_of(store: &kv::Store, pattern: &str) -> Result<Vec<String>> {
+    let filter = format!("{}{pattern}", store.prefix);
+    let mut subjects = store
+        .stream
+        .info_with_subjects(&filter)
+        .await
+        .map_err(unavailable)?;
+    let mut keys = Vec::new();
+    while let Some(subject) = subjects.next().await {
+        let (subject, _count) = subject.map_err(unavailable)?;
+        if let Some(key) = subject.strip_prefix(&store.prefix) {
+            keys.push(key.to_string());
+        }
+    }
+    keys.sort();
+    Ok(keys)
 }
 
 fn hosts_bucket(timeout: Duration) -> kv::Config {
