@@ -238,3 +238,25 @@ pub async fn fetch_instance(address: &str) -> String {
     )
     .await
 }
+
+/// Waits until the gateway has exactly `replicas` instances, all RUNNING, and returns them.
+pub async fn wait_all_running(
+    client: &TestClient,
+    namespace: &str,
+    gateway_id: &str,
+    replicas: usize,
+    within: Duration,
+) -> krane_proto::krane::v1::GetGatewayResponse {
+    use krane_proto::krane::v1::GatewayStatus;
+    let what = format!("{replicas} instances of {namespace}/{gateway_id} RUNNING");
+    eventually(&what, within, || async {
+        let got = client.get(namespace, gateway_id).await.ok()?;
+        let all_running = got.instances.len() == replicas
+            && got
+                .instances
+                .iter()
+                .all(|i| i.status == GatewayStatus::Running as i32);
+        all_running.then_some(got)
+    })
+    .await
+}

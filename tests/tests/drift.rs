@@ -4,7 +4,7 @@
 
 use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::gateway_request;
-use krane_tests::{Krane, Protocol, TestClient, docker, eventually, unique_namespace};
+use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace, wait_all_running};
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,29 +24,6 @@ fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-async fn all_running(
-    client: &TestClient,
-    namespace: &str,
-    id: &str,
-    replicas: usize,
-) -> Vec<String> {
-    let got = eventually(
-        &format!("{id} RUNNING"),
-        Duration::from_secs(60),
-        || async {
-            let got = client.get(namespace, id).await.ok()?;
-            let ok = got.instances.len() == replicas
-                && got
-                    .instances
-                    .iter()
-                    .all(|i| i.status == GatewayStatus::Running as i32);
-            ok.then_some(got)
-        },
-    )
-    .await;
-    got.instances.into_iter().map(|i| i.address).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_removed_behind_our_back_is_recreated() {
     let namespace = unique_namespace("removed");
@@ -56,7 +33,12 @@ async fn a_container_removed_behind_our_back_is_recreated() {
         .create(Some(gateway_request(&namespace, "heal", 2)))
         .await
         .expect("create");
-    let before = all_running(&client, &namespace, "heal", 2).await;
+    let before = wait_all_running(&client, &namespace, "heal", 2, Duration::from_secs(60))
+        .await
+        .instances
+        .into_iter()
+        .map(|i| i.address)
+        .collect::<Vec<_>>();
     let victim = krane_core::GatewayKey::new(&namespace, "heal").container_name(0);
     docker_cli(&["rm", "-f", &victim]);
 
@@ -81,7 +63,7 @@ async fn a_stopped_container_is_started_again() {
         .create(Some(gateway_request(&namespace, "restart", 1)))
         .await
         .expect("create");
-    all_running(&client, &namespace, "restart", 1).await;
+    wait_all_running(&client, &namespace, "restart", 1, Duration::from_secs(60)).await;
     let victim = krane_core::GatewayKey::new(&namespace, "restart").container_name(0);
     docker_cli(&["stop", "--time", "1", &victim]);
     eventually("stopped replica running again", DRIFT_REPAIR, || async {

@@ -2,34 +2,12 @@
 //! last intent, with no duplicate or orphaned container. Real nats-server, real Docker.
 
 use krane_core::command::Command;
-use krane_proto::krane::v1::{GatewayStatus, GetGatewayResponse};
+use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::gateway_request;
-use krane_tests::{Krane, Protocol, TestClient, docker, eventually, unique_namespace};
+use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace, wait_all_running};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-async fn wait_running(
-    client: &TestClient,
-    namespace: &str,
-    id: &str,
-    replicas: usize,
-) -> GetGatewayResponse {
-    eventually(
-        &format!("{replicas} instances of {id} RUNNING"),
-        CONVERGE,
-        || async {
-            let got = client.get(namespace, id).await.ok()?;
-            let all_running = got.instances.len() == replicas
-                && got
-                    .instances
-                    .iter()
-                    .all(|i| i.status == GatewayStatus::Running as i32);
-            all_running.then_some(got)
-        },
-    )
-    .await
-}
 
 async fn container_ids(namespace: &str, id: &str) -> Vec<String> {
     let mut ids: Vec<String> = docker::gateway_containers(namespace, id)
@@ -63,7 +41,7 @@ async fn repeating_an_identical_create_is_a_no_op() {
     let client = krane.client(Protocol::ConnectJson);
     let request = gateway_request(&namespace, "twice", 2);
     client.create(Some(request.clone())).await.expect("create");
-    let before = wait_running(&client, &namespace, "twice", 2).await;
+    let before = wait_all_running(&client, &namespace, "twice", 2, CONVERGE).await;
     let containers = container_ids(&namespace, "twice").await;
 
     let again = client.create(Some(request)).await.expect("repeat create");
@@ -80,7 +58,7 @@ async fn redelivered_create_makes_no_duplicate() {
     let client = krane.client(Protocol::Grpc);
     let request = gateway_request(&namespace, "dup", 3);
     client.create(Some(request.clone())).await.expect("create");
-    wait_running(&client, &namespace, "dup", 3).await;
+    wait_all_running(&client, &namespace, "dup", 3, CONVERGE).await;
     let containers = container_ids(&namespace, "dup").await;
 
     // The same command stored again (new message id): exactly what a redelivery looks like.
@@ -100,7 +78,7 @@ async fn redelivered_create_makes_no_duplicate() {
     }
     wait_worker_idle(&krane).await;
     assert_eq!(container_ids(&namespace, "dup").await, containers);
-    wait_running(&client, &namespace, "dup", 3).await;
+    wait_all_running(&client, &namespace, "dup", 3, CONVERGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +95,7 @@ async fn create_delete_create_ends_with_the_second_spec() {
     second.cpu_millicores = 200;
     client.create(Some(second)).await.expect("second create");
 
-    let running = wait_running(&client, &namespace, "flip", 3).await;
+    let running = wait_all_running(&client, &namespace, "flip", 3, CONVERGE).await;
     wait_worker_idle(&krane).await;
     let containers = docker::gateway_containers(&namespace, "flip").await;
     assert_eq!(containers.len(), 3, "no duplicate and no orphan");
@@ -139,12 +117,12 @@ async fn scaling_down_through_create_removes_the_highest_replicas() {
         .create(Some(gateway_request(&namespace, "shrink", 3)))
         .await
         .expect("create");
-    let three = wait_running(&client, &namespace, "shrink", 3).await;
+    let three = wait_all_running(&client, &namespace, "shrink", 3, CONVERGE).await;
     client
         .create(Some(gateway_request(&namespace, "shrink", 1)))
         .await
         .expect("scale down");
-    let one = wait_running(&client, &namespace, "shrink", 1).await;
+    let one = wait_all_running(&client, &namespace, "shrink", 1, CONVERGE).await;
     assert_eq!(one.instances[0].id, three.instances[0].id);
     eventually("surplus containers removed", CONVERGE, || async {
         (docker::gateway_containers(&namespace, "shrink").await.len() == 1).then_some(())
@@ -196,14 +174,14 @@ async fn replay_rebuilds_an_identical_projection() {
             .await
             .expect("create");
     }
-    wait_running(&client, &namespace, "resize", 3).await;
+    wait_all_running(&client, &namespace, "resize", 3, CONVERGE).await;
     client
         .create(Some(gateway_request(&namespace, "resize", 1)))
         .await
         .expect("resize");
     client.delete(&namespace, "drop").await.expect("delete");
-    wait_running(&client, &namespace, "keep", 2).await;
-    wait_running(&client, &namespace, "resize", 1).await;
+    wait_all_running(&client, &namespace, "keep", 2, CONVERGE).await;
+    wait_all_running(&client, &namespace, "resize", 1, CONVERGE).await;
     wait_worker_idle(&krane).await;
 
     let before = krane.log.all_records().await.expect("records before");

@@ -7,7 +7,9 @@ use krane_proto::krane::v1::{GatewayStatus, GetGatewayResponse};
 use krane_tests::client::{NOT_FOUND, gateway_request};
 use krane_tests::engines::ExtraEngine;
 use krane_tests::workers::HostWorker;
-use krane_tests::{Krane, Protocol, TestClient, eventually, fetch_instance, unique_namespace};
+use krane_tests::{
+    Krane, Protocol, eventually, fetch_instance, unique_namespace, wait_all_running,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,25 +21,6 @@ fn per_host(got: &GetGatewayResponse) -> BTreeMap<String, usize> {
         *counts.entry(instance.host_id.clone()).or_default() += 1;
     }
     counts
-}
-
-async fn all_running(
-    client: &TestClient,
-    namespace: &str,
-    id: &str,
-    replicas: usize,
-    within: Duration,
-) -> GetGatewayResponse {
-    eventually(&format!("{replicas} instances RUNNING"), within, || async {
-        let got = client.get(namespace, id).await.ok()?;
-        let ok = got.instances.len() == replicas
-            && got
-                .instances
-                .iter()
-                .all(|i| i.status == GatewayStatus::Running as i32);
-        ok.then_some(got)
-    })
-    .await
 }
 
 async fn engine_container_count(engine: &ExtraEngine, namespace: &str) -> usize {
@@ -103,7 +86,7 @@ async fn gateways_spread_scale_roll_and_survive_host_loss_across_engines() {
         .create(Some(gateway_request(&namespace, "wide", 4)))
         .await
         .expect("create");
-    let got = all_running(&client, &namespace, "wide", 4, Duration::from_secs(90)).await;
+    let got = wait_all_running(&client, &namespace, "wide", 4, Duration::from_secs(90)).await;
     assert_eq!(
         per_host(&got),
         BTreeMap::from([(h1.clone(), 2), (h2.clone(), 2)])
@@ -127,7 +110,7 @@ async fn gateways_spread_scale_roll_and_survive_host_loss_across_engines() {
         .await
         .expect("scale up");
     assert_eq!(scaled.pod_ids.len(), 6);
-    let got = all_running(&client, &namespace, "wide", 6, Duration::from_secs(90)).await;
+    let got = wait_all_running(&client, &namespace, "wide", 6, Duration::from_secs(90)).await;
     assert_eq!(
         per_host(&got).values().copied().collect::<Vec<_>>(),
         vec![3, 3]
@@ -136,7 +119,7 @@ async fn gateways_spread_scale_roll_and_survive_host_loss_across_engines() {
         .update(gateway_request(&namespace, "wide", 3))
         .await
         .expect("scale down");
-    let got = all_running(&client, &namespace, "wide", 3, Duration::from_secs(90)).await;
+    let got = wait_all_running(&client, &namespace, "wide", 3, Duration::from_secs(90)).await;
     let ids: Vec<&str> = got.instances.iter().map(|i| i.id.as_str()).collect();
     let key = krane_core::GatewayKey::new(&namespace, "wide");
     assert_eq!(
@@ -233,7 +216,7 @@ async fn gateways_spread_scale_roll_and_survive_host_loss_across_engines() {
         .create(Some(gateway_request(&namespace, "spread", 2)))
         .await
         .expect("create");
-    all_running(&client, &namespace, "spread", 2, Duration::from_secs(90)).await;
+    wait_all_running(&client, &namespace, "spread", 2, Duration::from_secs(90)).await;
     client.delete(&namespace, "wide").await.expect("delete");
     client.delete(&namespace, "spread").await.expect("delete");
     for id in ["wide", "spread"] {
