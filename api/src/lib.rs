@@ -76,7 +76,11 @@ pub async fn serve(
             stop: stop.clone(),
         })
         .build();
-    let grpc_service = grpc_service.max_decoding_message_size(MAX_REQUEST_BYTES);
+    // gzip both ways, as gRPC clients (and Connect clients, handled by connectrpc-axum) may send.
+    let grpc_service = grpc_service
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let health = health::service(log, stop.clone()).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(krane_proto::FILE_DESCRIPTOR_SET)

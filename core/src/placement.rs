@@ -3,10 +3,12 @@
 //!
 //! Rules: a replica whose host is still live stays where it is (no needless moves); every other
 //! replica goes to the live host with the fewest replicas of this gateway, then the fewest
-//! containers overall, then the smallest id — which spreads a gateway within ±1 across hosts
-//! when capacity allows. A host at its `max_containers` takes no more; a replica no host can
+//! containers overall, then an order of hosts that differs per gateway (a hash of gateway and
+//! host) — which spreads a gateway within ±1 across hosts when capacity allows, and spreads a
+//! burst of gateways over all hosts even while the hosts' container counts are not yet updated. A host at its `max_containers` takes no more; a replica no host can
 //! take stays unplaced (`""`) until one can.
 
+use crate::names::{GatewayKey, short_hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,8 +34,14 @@ impl HostInfo {
     }
 }
 
-/// Places `replicas` replicas, keeping `current[i]` where that host is live.
-pub fn place(replicas: u32, current: &[String], hosts: &[HostInfo]) -> Vec<String> {
+/// Places the `replicas` replicas of `gateway`, keeping `current[i]` where that host is live.
+pub fn place(
+    gateway: &GatewayKey,
+    replicas: u32,
+    current: &[String],
+    hosts: &[HostInfo],
+) -> Vec<String> {
+    let gateway_key = gateway.kv_key();
     let live: BTreeMap<&str, &HostInfo> = hosts.iter().map(|h| (h.host_id.as_str(), h)).collect();
     let count = usize::try_from(replicas).unwrap_or(0);
     let mut placement: Vec<String> = (0..count)
@@ -63,7 +71,8 @@ pub fn place(replicas: u32, current: &[String], hosts: &[HostInfo]) -> Vec<Strin
             .min_by_key(|host| {
                 let id = host.host_id.as_str();
                 let load = host.containers + added.get(id).copied().unwrap_or(0);
-                (mine.get(id).copied().unwrap_or(0), load, id)
+                let order = short_hash(&[&gateway_key, id]);
+                (mine.get(id).copied().unwrap_or(0), load, order)
             });
         if let Some(host) = choice {
             let id = host.host_id.as_str();
@@ -97,6 +106,14 @@ mod tests {
         }
     }
 
+    fn gw() -> GatewayKey {
+        GatewayKey::new("ns", "gw")
+    }
+
+    fn place(replicas: u32, current: &[String], hosts: &[HostInfo]) -> Vec<String> {
+        super::place(&gw(), replicas, current, hosts)
+    }
+
     fn counts(placement: &[String]) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for host in placement {
@@ -108,7 +125,8 @@ mod tests {
     #[test]
     fn replicas_spread_evenly_across_live_hosts() {
         let hosts = [host("a", 0, None), host("b", 0, None), host("c", 0, None)];
-        assert_eq!(place(3, &[], &hosts), vec!["a", "b", "c"]);
+        let three = counts(&place(3, &[], &hosts));
+        assert_eq!(three.len(), 3, "one replica per host: {three:?}");
         let seven = counts(&place(7, &[], &hosts));
         assert_eq!(seven.values().copied().max(), Some(3));
         assert_eq!(seven.values().copied().min(), Some(2));
@@ -154,6 +172,23 @@ mod tests {
         let five = place(5, &three, &hosts);
         assert_eq!(&five[..3], &three[..]);
         assert_eq!(place(1, &five, &hosts), vec![three[0].clone()]);
+    }
+
+    #[test]
+    fn a_burst_of_gateways_uses_every_host_even_with_stale_loads() {
+        let hosts: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| host(id, 0, None))
+            .collect();
+        let mut total: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..400 {
+            let gateway = GatewayKey::new("ns", format!("gw{i}"));
+            for host in super::place(&gateway, 3, &[], &hosts) {
+                *total.entry(host).or_default() += 1;
+            }
+        }
+        assert_eq!(total.len(), 4, "{total:?}");
+        assert!(total.values().all(|n| (250..=350).contains(n)), "{total:?}");
     }
 
     #[test]

@@ -180,9 +180,7 @@ def main() -> int:
                 protocol=protocol,
                 codec=codec,
                 http_client=SyncClient(transport),
-                # The client gzips request bodies by default; krane-api accepts uncompressed
-                # requests only.
-                send_compression=None,
+                # The client's defaults: it gzips request bodies, which krane-api accepts.
             ) as client,
         ):
             try:

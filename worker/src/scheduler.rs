@@ -140,7 +140,7 @@ pub async fn place_if_needed(
     if !placement::needs_placing(spec.replicas, intent.placement(), live) {
         return Ok((seq, intent.clone()));
     }
-    let placed = placement::place(spec.replicas, intent.placement(), live);
+    let placed = placement::place(&intent.key(), spec.replicas, intent.placement(), live);
     if placed.as_slice() == intent.placement() {
         return Ok((seq, intent.clone()));
     }
