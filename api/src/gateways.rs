@@ -179,7 +179,7 @@ async fn store(
         .map_err(storage)?;
     state
         .log
-        .project_command(seq, command)
+        .project_command_onto(Some(stored.clone()), seq, command)
         .await
         .map_err(storage)?;
     Ok(seq)

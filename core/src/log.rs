@@ -326,7 +326,18 @@ impl EventLog {
 
     /// Folds a command into the gateway's record (compare-and-set).
     pub async fn project_command(&self, seq: u64, command: &Command) -> Result<GatewayRecord> {
-        self.update_record(&command.key(), |record| {
+        self.project_command_onto(None, seq, command).await
+    }
+
+    /// As [`Self::project_command`], starting from a record the caller has just read (saving
+    /// a read when nobody wrote it meanwhile; a conflict falls back to reading again).
+    pub async fn project_command_onto(
+        &self,
+        known: Option<StoredRecord>,
+        seq: u64,
+        command: &Command,
+    ) -> Result<GatewayRecord> {
+        self.update_record(&command.key(), known, |record| {
             GatewayRecord::apply_command(record, seq, command)
         })
         .await
@@ -339,8 +350,22 @@ impl EventLog {
         seq: u64,
         event: &InstanceObserved,
     ) -> Result<Option<GatewayRecord>> {
-        self.update_record(&event.key(), |record| {
+        self.update_record(&event.key(), None, |record| {
             GatewayRecord::apply_event(record, seq, event)
+        })
+        .await
+    }
+
+    /// Folds several events of one gateway (with their sequences) into its record at once.
+    pub async fn project_events(
+        &self,
+        key: &GatewayKey,
+        events: &[(u64, InstanceObserved)],
+    ) -> Result<Option<GatewayRecord>> {
+        self.update_record(key, None, |record| {
+            events.iter().fold(record, |record, (seq, event)| {
+                GatewayRecord::apply_event(record, *seq, event)
+            })
         })
         .await
     }
@@ -348,11 +373,15 @@ impl EventLog {
     async fn update_record(
         &self,
         key: &GatewayKey,
+        mut known: Option<StoredRecord>,
         fold: impl Fn(Option<GatewayRecord>) -> Option<GatewayRecord>,
     ) -> Result<Option<GatewayRecord>> {
         let kv_key = key.kv_key();
         for _ in 0..CAS_ATTEMPTS {
-            let stored = self.load_record(key).await?;
+            let stored = match known.take() {
+                Some(stored) => stored,
+                None => self.load_record(key).await?,
+            };
             let next = fold(stored.record.clone());
             if next == stored.record {
                 return Ok(next);
