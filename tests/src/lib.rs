@@ -260,3 +260,32 @@ pub async fn wait_all_running(
     })
     .await
 }
+
+/// While the gateway's engine is down: its instances soon say they wait for the engine, and stay
+/// PENDING (never FAILED) for longer than a few `--max-attempts` deliveries would take.
+pub async fn assert_engine_outage_is_waited_out(
+    client: &TestClient,
+    namespace: &str,
+    gateway_id: &str,
+    within: Duration,
+) {
+    use krane_proto::krane::v1::GatewayStatus;
+    let waiting = eventually("the engine outage is shown", within, || async {
+        let got = client.get(namespace, gateway_id).await.ok()?;
+        let first = got.instances.first()?.clone();
+        first
+            .reason
+            .contains("waiting for the Docker engine")
+            .then_some(first)
+    })
+    .await;
+    assert_eq!(waiting.status, GatewayStatus::Pending as i32);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got = client.get(namespace, gateway_id).await.expect("get");
+    assert!(
+        got.instances
+            .iter()
+            .all(|i| i.status == GatewayStatus::Pending as i32),
+        "an engine outage must not fail the gateway: {got:?}"
+    );
+}

@@ -35,25 +35,13 @@ async fn a_gateway_converges_once_its_engine_is_back() {
         .create(Some(gateway_request(&namespace, "patient", 2)))
         .await
         .expect("accepted while the engine is down");
-    let waiting = eventually("the outage is shown", Duration::from_secs(20), || async {
-        let got = client.get(&namespace, "patient").await.ok()?;
-        let first = got.instances.first()?.clone();
-        first
-            .reason
-            .contains("waiting for the Docker engine")
-            .then_some(first)
-    })
+    krane_tests::assert_engine_outage_is_waited_out(
+        &client,
+        &namespace,
+        "patient",
+        Duration::from_secs(20),
+    )
     .await;
-    assert_eq!(waiting.status, GatewayStatus::Pending as i32);
-    // Longer than --max-attempts deliveries would take: an outage is not the gateway's failure.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let got = client.get(&namespace, "patient").await.expect("get");
-    assert!(
-        got.instances
-            .iter()
-            .all(|i| i.status != GatewayStatus::Failed as i32),
-        "{got:?}"
-    );
 
     engine.restart();
     let running = eventually(

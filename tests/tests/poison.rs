@@ -185,25 +185,13 @@ async fn an_engine_outage_is_waited_out_not_counted_as_failure() {
         .create(Some(gateway_request(&namespace, "patient", 2)))
         .await
         .expect("accepted");
-    let waiting = eventually("the outage is shown", Duration::from_secs(10), || async {
-        let got = client.get(&namespace, "patient").await.ok()?;
-        let first = got.instances.first()?.clone();
-        first
-            .reason
-            .contains("waiting for the Docker engine")
-            .then_some(first)
-    })
+    krane_tests::assert_engine_outage_is_waited_out(
+        &client,
+        &namespace,
+        "patient",
+        Duration::from_secs(10),
+    )
     .await;
-    assert_eq!(waiting.status, GatewayStatus::Pending as i32);
-    // More deliveries than --max-attempts pass (backoff 1 s, 2 s, 4 s): still not FAILED.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let got = client.get(&namespace, "patient").await.expect("get");
-    assert!(
-        got.instances
-            .iter()
-            .all(|i| i.status == GatewayStatus::Pending as i32),
-        "{got:?}"
-    );
     runtime.set_down(false);
     eventually(
         "converged once the engine is back",
