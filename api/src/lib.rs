@@ -3,6 +3,7 @@
 //!
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream.
 //! - [`health`]: gRPC health, following the NATS connection.
+//! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
 //! - [`auth`]: optional bearer-token authentication of every call.
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connect_reflection;
 pub mod decode;
 pub mod errors;
 pub mod gateways;
@@ -92,6 +94,7 @@ pub async fn serve(
         .add_router(connect_router)
         .add_grpc_service(grpc_web().service(grpc_service))
         .add_grpc_service(grpc_web().service(health))
+        .add_axum_router_raw(connect_reflection::router(reflection.clone()))
         .add_grpc_service(grpc_web().service(reflection))
         .build();
     // Outermost first: span and metrics, credentials, the body check, Connect/gRPC dispatch.

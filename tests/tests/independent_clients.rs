@@ -1,6 +1,6 @@
 //! The API driven by clients that share no code with krane: `buf curl` (Connect, gRPC and
-//! gRPC-Web; the schema from server reflection, or from `proto/` where reflection cannot serve
-//! it) and the official Python Connect client (`connectrpc`, with message classes and a client
+//! gRPC-Web; the schema from server reflection over HTTP/2, which reflection needs, or from
+//! `proto/` over HTTP/1.1) and the official Python Connect client (`connectrpc`, with message classes and a client
 //! generated from `proto/` at test time by `buf generate`; `tests/python/connect_client.py`).
 //! Real nats-server; the in-memory container runtime stands in for Docker.
 //!
@@ -86,9 +86,9 @@ struct Way {
     flags: Vec<String>,
 }
 
-/// Connect through reflection is impossible: buf fetches the schema with the protocol of the
-/// call, and krane serves reflection over gRPC and gRPC-Web only. Connect calls therefore take
-/// the schema from `proto/`. Reflection needs HTTP/2, so HTTP/1.1 calls take it from there too.
+/// buf fetches the schema by reflection with the protocol of the call (krane serves reflection
+/// over Connect, gRPC and gRPC-Web). Reflection needs HTTP/2, so HTTP/1.1 calls take the schema
+/// from `proto/`.
 fn ways() -> Vec<Way> {
     let schema = ["--schema".to_string(), proto_dir()];
     let flags = |list: &[&str]| list.iter().map(|flag| flag.to_string()).collect::<Vec<_>>();
@@ -99,11 +99,7 @@ fn ways() -> Vec<Way> {
         },
         Way {
             name: "connect-h2c",
-            flags: [
-                flags(&["--protocol", "connect", "--http2-prior-knowledge"]),
-                schema.to_vec(),
-            ]
-            .concat(),
+            flags: flags(&["--protocol", "connect", "--http2-prior-knowledge"]),
         },
         Way {
             name: "grpc",
@@ -283,10 +279,10 @@ async fn buf_curl_over_connect_grpc_and_grpc_web() {
         assert!(error.contains("not_found"), "{}: {error}", way.name);
     }
 
-    // Health, over the ways that use reflection (gRPC and gRPC-Web on h2c).
+    // Health (a gRPC service), over the gRPC and gRPC-Web ways that use reflection.
     let reflecting = ways
         .iter()
-        .filter(|way| !way.flags.iter().any(|f| f == "--schema"));
+        .filter(|way| way.name.starts_with("grpc") && !way.flags.iter().any(|f| f == "--schema"));
     for way in reflecting {
         for service in ["", SERVICE] {
             let health = buf_curl(
@@ -306,24 +302,32 @@ async fn buf_curl_over_connect_grpc_and_grpc_web() {
             );
         }
     }
-    let listed = run(
-        Command::new(buf()).args([
-            "curl",
-            "--protocol",
-            "grpc",
-            "--list-services",
-            &format!("http://{}", krane.api_addr),
-        ]),
-        "buf curl --list-services",
-    )
-    .await;
-    assert!(listed.status.success(), "{}", text(&listed.stderr));
-    let services = text(&listed.stdout);
-    for service in [SERVICE, "grpc.health.v1.Health"] {
+    // Reflection answers over gRPC and over Connect (buf's default protocol).
+    for protocol in ["grpc", "connect"] {
+        let listed = run(
+            Command::new(buf()).args([
+                "curl",
+                "--protocol",
+                protocol,
+                "--http2-prior-knowledge",
+                "--list-services",
+                &format!("http://{}", krane.api_addr),
+            ]),
+            "buf curl --list-services",
+        )
+        .await;
         assert!(
-            services.lines().any(|line| line == service),
-            "{service} missing from reflection: {services}"
+            listed.status.success(),
+            "{protocol}: {}",
+            text(&listed.stderr)
         );
+        let services = text(&listed.stdout);
+        for service in [SERVICE, "grpc.health.v1.Health"] {
+            assert!(
+                services.lines().any(|line| line == service),
+                "{service} missing from reflection over {protocol}: {services}"
+            );
+        }
     }
 
     // Each way deletes the gateway it created; then every one is gone.
