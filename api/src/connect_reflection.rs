@@ -13,6 +13,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use std::convert::Infallible;
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 /// The reflection method that `buf curl` calls.
@@ -21,8 +22,11 @@ const CONNECT_STREAM_PROTO: &str = "application/connect+proto";
 /// Connect's flag for the end-of-stream message.
 const END_STREAM_FLAG: u8 = 0b10;
 
-/// An axum router serving [`REFLECTION_PATH`] over Connect through `reflection` (the tonic
-/// reflection service, which answers gRPC).
+/// The tonic reflection service (it answers gRPC), type-erased.
+type Reflection =
+    BoxCloneSyncService<http::Request<Body>, http::Response<tonic::body::Body>, Infallible>;
+
+/// An axum router serving [`REFLECTION_PATH`] over Connect through `reflection`.
 pub fn router<S>(reflection: S) -> axum::Router
 where
     S: Service<
@@ -36,22 +40,11 @@ where
     S::Future: Send + 'static,
 {
     axum::Router::new()
-        .route(REFLECTION_PATH, axum::routing::post(bridge::<S>))
-        .with_state(reflection)
+        .route(REFLECTION_PATH, axum::routing::post(bridge))
+        .with_state(BoxCloneSyncService::new(reflection))
 }
 
-async fn bridge<S>(State(reflection): State<S>, request: Request) -> Response
-where
-    S: Service<
-            http::Request<Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+async fn bridge(State(reflection): State<Reflection>, request: Request) -> Response {
     let is_connect_stream = request.headers().get(CONTENT_TYPE).is_some_and(|value| {
         value
             .as_bytes()
