@@ -28,6 +28,7 @@ pub async fn watch_gateway(
 ) -> Result<ConnectResponse<StreamBody<impl Stream<Item = Update> + Send + 'static>>, ConnectError>
 {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
+    crate::observe::gateway(&key);
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     let first = match &stored.record {
         Some(record) if !record.is_gone() => snapshot(record),
