@@ -699,7 +699,6 @@ mod tests {
 
     #[test]
     fn creating_and_removing_are_never_held_back_by_a_rollout() {
-        let new = spec(2, "img:2");
         let actions = vec![
             Action::Create { replica: 1 },
             Action::Remove {
@@ -709,6 +708,5 @@ mod tests {
         ];
         let (ready, waiting) = gate_rollout(actions.clone(), None);
         assert_eq!((ready, waiting), (actions, 0));
-        let _ = new;
     }
 }
