@@ -1,11 +1,10 @@
-//! `HostsView`: the live hosts as last read from the hosts bucket, refreshed in the background
-//! so placing replicas (on every create, update and reschedule) costs no NATS round trip.
+//! `HostsView`: the live hosts as last read from the hosts bucket. The worker's scheduler
+//! refreshes it every couple of seconds; placing replicas reads the snapshot (or refreshes it
+//! first when something is to be placed).
 
 use crate::log::EventLog;
 use crate::placement::HostInfo;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 #[derive(Clone, Default)]
@@ -14,22 +13,6 @@ pub struct HostsView {
 }
 
 impl HostsView {
-    /// Reads the hosts once, then keeps refreshing every `interval` until `stop` fires.
-    pub async fn follow(log: EventLog, interval: Duration, stop: CancellationToken) -> Self {
-        let view = Self::default();
-        view.refresh(&log).await;
-        let refreshed = view.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => refreshed.refresh(&log).await,
-                }
-            }
-        });
-        view
-    }
-
     /// Re-reads the hosts bucket now; on failure the previous view stays.
     pub async fn refresh(&self, log: &EventLog) {
         match log.live_hosts().await {

@@ -224,7 +224,7 @@ impl EventLog {
     }
 
     /// Durably stores an observation; returns its sequence on the events stream.
-    pub async fn publish_event(&self, event: &InstanceObserved) -> Result<u64> {
+    async fn publish_event(&self, event: &InstanceObserved) -> Result<u64> {
         self.ensure_connected()?;
         let ack = self
             .jetstream
@@ -344,30 +344,24 @@ impl EventLog {
         .map(|record| record.unwrap_or_else(|| unreachable_record(command)))
     }
 
-    /// Folds an event into the gateway's record (compare-and-set).
-    pub async fn project_event(
-        &self,
-        seq: u64,
-        event: &InstanceObserved,
-    ) -> Result<Option<GatewayRecord>> {
-        self.update_record(&event.key(), None, |record| {
-            GatewayRecord::apply_event(record, seq, event)
-        })
-        .await
-    }
-
-    /// Folds several events of one gateway (with their sequences) into its record at once.
-    pub async fn project_events(
-        &self,
-        key: &GatewayKey,
-        events: &[(u64, InstanceObserved)],
-    ) -> Result<Option<GatewayRecord>> {
+    /// Stores events of one gateway (concurrently: at most one per replica and host, so
+    /// their order does not matter) and folds them into its record in one compare-and-set.
+    pub async fn append_events(&self, key: &GatewayKey, events: &[InstanceObserved]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let seqs =
+            futures::future::try_join_all(events.iter().map(|event| self.publish_event(event)))
+                .await?;
         self.update_record(key, None, |record| {
-            events.iter().fold(record, |record, (seq, event)| {
-                GatewayRecord::apply_event(record, *seq, event)
-            })
+            seqs.iter()
+                .zip(events)
+                .fold(record, |record, (seq, event)| {
+                    GatewayRecord::apply_event(record, *seq, event)
+                })
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn update_record(

@@ -57,7 +57,8 @@ pub async fn run(
         host_id: config.host_id(),
         advertise_host: config.advertise_host.clone(),
     };
-    let hosts = HostsView::follow(log.clone(), HOSTS_REFRESH, stop.clone()).await;
+    let hosts = HostsView::default();
+    hosts.refresh(&log).await;
     let reconciler = Arc::new(Reconciler::new(
         log,
         runtime,

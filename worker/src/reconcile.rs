@@ -348,25 +348,16 @@ impl Reconciler {
         self.publish(key, record, facts).await
     }
 
-    /// Stores the facts (concurrently: one per replica, so their order does not matter) and
-    /// folds them into the record in one compare-and-set.
+    /// Stores the facts, folds them into the record and updates the instance gauges.
     async fn publish(
         &self,
         key: &GatewayKey,
         record: Option<&GatewayRecord>,
         facts: Vec<InstanceObserved>,
     ) -> Result<(), ReconcileError> {
-        if !facts.is_empty() {
-            let seqs = futures::future::try_join_all(
-                facts.iter().map(|fact| self.log.publish_event(fact)),
-            )
-            .await?;
-            let stored: Vec<(u64, InstanceObserved)> =
-                seqs.into_iter().zip(facts.iter().cloned()).collect();
-            self.log.project_events(key, &stored).await?;
-            for fact in &facts {
-                debug!(replica = fact.replica, state = ?fact.state, "reported");
-            }
+        self.log.append_events(key, &facts).await?;
+        for fact in &facts {
+            debug!(replica = fact.replica, state = ?fact.state, "reported");
         }
         crate::metrics::reported(key, &self.host.host_id, record, &facts);
         Ok(())

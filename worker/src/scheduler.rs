@@ -117,12 +117,10 @@ async fn close_lost_hosts(
             ..seen.clone()
         })
         .collect();
-    for event in lost {
+    for event in &lost {
         info!(namespace = %event.namespace, gateway = %event.gateway_id, replica = event.replica, host = %event.host_id, "host lost; closing its instance");
-        let seq = log.publish_event(&event).await?;
-        log.project_event(seq, &event).await?;
     }
-    Ok(())
+    log.append_events(&record.key(), &lost).await
 }
 
 /// Places the replicas of `intent` (at `seq`) that are unplaced or on lost hosts, publishing
