@@ -1,5 +1,5 @@
-//! GatewayService handlers. Create and Delete publish a command and fold it into the KV record
-//! before answering, so a Get right after shows the new intent (PENDING or TERMINATING
+//! GatewayService handlers. Create, Update and Delete publish a command and fold it into the KV
+//! record before answering, so a Get right after shows the new intent (PENDING or TERMINATING
 //! instances); Get and List only read records (Watch is in [`crate::watch`]).
 
 use crate::errors::{invalid, storage};
@@ -33,6 +33,25 @@ pub async fn create_gateway(
     let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
     crate::observe::gateway(&key);
+    // The common case, a gateway never seen before, is one conditional write and no read.
+    let first = Command::create(spec.clone(), Vec::new());
+    let absent = StoredRecord::absent();
+    if let Some(seq) = state
+        .log
+        .publish_first_command(&first, &first.message_id(absent.revision))
+        .await
+        .map_err(storage)?
+    {
+        state
+            .log
+            .project_command_onto(Some(absent), seq, &first)
+            .await
+            .map_err(storage)?;
+        info!(gateway = %key, seq, "create accepted");
+        return Ok(ConnectResponse::new(CreateGatewayResponse {
+            status: GatewayStatus::Pending as i32,
+        }));
+    }
     let stored = state.log.load_record(&key).await.map_err(storage)?;
     if let Some(record) = &stored.record
         && record.intent.desired() == Some(&spec)

@@ -68,7 +68,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     for &fsync in &args.fsync {
         let nats = Nats::start(fsync).await?;
         let log = nats.log().await?;
-        let api = Api::start(log.clone()).await?;
+        // The API on a NATS connection of its own, as the separate process would be.
+        let api = Api::start(nats.log().await?).await?;
         let raw = RawStream::open(log.jetstream().clone(), payload_len).await?;
         // Warm up connections, caches and the store once.
         measure_krane(&api, 16, Duration::from_millis(500), "warm").await?;

@@ -254,9 +254,16 @@ impl Stack {
     ) -> anyhow::Result<Self> {
         let nats = Nats::start(Fsync::Default).await?;
         let log = nats.log().await?;
-        let api = Api::start(log.clone()).await?;
+        // Each part on a NATS connection of its own, as the separate processes would be.
+        let api = Api::start(nats.log().await?).await?;
         let stop = CancellationToken::new();
-        let worker = start_worker(&nats.url(), host_id, log.clone(), runtime, stop.clone());
+        let worker = start_worker(
+            &nats.url(),
+            host_id,
+            nats.log().await?,
+            runtime,
+            stop.clone(),
+        );
         wait_for_hosts(&log, 1).await?;
         Ok(Self {
             _nats: nats,

@@ -45,6 +45,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_span_timings();
     let report = match cli.command {
         Command::Accept(args) => accept::run(args).await?,
         Command::Get(args) => get::run(args).await?,
@@ -61,4 +62,18 @@ async fn main() -> anyhow::Result<()> {
         println!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// With `RUST_LOG` set (e.g. `RUST_LOG=krane_worker=info`), logs every closing span of the
+/// in-process API and workers with its busy and idle time to stderr: where a benchmark's time
+/// goes. Without it nothing is logged, so logging costs the figures nothing.
+fn init_span_timings() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .init();
 }

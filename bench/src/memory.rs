@@ -124,7 +124,7 @@ async fn api_process(args: &Args, bin_dir: &Path) -> anyhow::Result<Rss> {
 async fn worker_child(args: &Args) -> anyhow::Result<Rss> {
     let nats = Nats::start(Fsync::Default).await?;
     let log = nats.log().await?;
-    let api = Api::start(log.clone()).await?;
+    let api = Api::start(nats.log().await?).await?;
     let child = Spawned::new(Process::new(std::env::current_exe()?).args([
         "memory-worker",
         "--nats-url",

@@ -94,26 +94,25 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
     let nats = Nats::start(Fsync::Default).await?;
     let log = nats.log().await?;
-    let api = Api::start(log.clone()).await?;
+    // The API and every worker on a NATS connection of its own, as separate processes are.
+    let api = Api::start(nats.log().await?).await?;
     let stop = CancellationToken::new();
     let hosts: Vec<String> = (0..workers).map(|i| format!("host{i}")).collect();
     let runtimes: Vec<_> = hosts
         .iter()
         .map(|_| Arc::new(FakeRuntime::with_images(&[env::TEST_IMAGE])))
         .collect();
-    let tasks: Vec<_> = hosts
-        .iter()
-        .zip(&runtimes)
-        .map(|(host, runtime)| {
-            env::start_worker(
-                &nats.url(),
-                host,
-                log.clone(),
-                runtime.clone(),
-                stop.clone(),
-            )
-        })
-        .collect();
+    let mut tasks = Vec::new();
+    for (host, runtime) in hosts.iter().zip(&runtimes) {
+        let worker_log = nats.log().await?;
+        tasks.push(env::start_worker(
+            &nats.url(),
+            host,
+            worker_log,
+            runtime.clone(),
+            stop.clone(),
+        ));
+    }
     env::wait_for_hosts(&log, workers).await?;
     let running = tokio::spawn(env::watch_running(log.clone(), args.gateways));
     let client = api.client()?;

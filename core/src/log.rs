@@ -56,6 +56,16 @@ pub struct StoredRecord {
     pub revision: u64,
 }
 
+impl StoredRecord {
+    /// No record under the key (as read for a key never written).
+    pub fn absent() -> Self {
+        Self {
+            record: None,
+            revision: 0,
+        }
+    }
+}
+
 /// Handles on the streams and the bucket.
 #[derive(Clone)]
 pub struct EventLog {
@@ -77,10 +87,12 @@ impl EventLog {
                 storage: stream::StorageType::File,
                 max_messages_per_subject: COMMANDS_KEPT_PER_GATEWAY,
                 duplicate_window: DEDUP_WINDOW,
+                allow_direct: true,
                 ..Default::default()
             })
             .await
             .map_err(unavailable)?;
+        let commands = allow_direct_reads(&jetstream, commands).await?;
         let events = jetstream
             .get_or_create_stream(stream::Config {
                 name: names::EVENTS_STREAM.into(),
@@ -203,6 +215,26 @@ impl EventLog {
         }
     }
 
+    /// Stores the first command a gateway ever gets: only if its subject holds no command yet
+    /// (the server checks, so no read is needed first). Returns `Ok(None)` when the gateway
+    /// has history; the caller then reads its record and decides as for any later command. A
+    /// retry with the same `message_id` within the dedup window is stored once.
+    pub async fn publish_first_command(
+        &self,
+        command: &Command,
+        message_id: &str,
+    ) -> Result<Option<u64>> {
+        let message = PublishMessage::build()
+            .payload(command.encode().into())
+            .message_id(message_id)
+            .expected_last_subject_sequence(0);
+        match self.send_command(command, message).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(LogError::Superseded(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn send_command(&self, command: &Command, message: PublishMessage) -> Result<u64> {
         self.ensure_connected()?;
         // The caller's trace context travels with the command, to the worker that handles it.
@@ -242,9 +274,11 @@ impl EventLog {
     /// The gateway's latest command and its sequence: the current intent, straight from the log.
     pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<(u64, Command)>> {
         self.ensure_connected()?;
+        // A direct get is answered by the stream itself, not queued behind the server's
+        // JetStream API requests (which made this read take tens of ms under load).
         match self
             .commands
-            .get_last_raw_message_by_subject(&key.command_subject())
+            .direct_get_last_for_subject(key.command_subject())
             .await
         {
             Ok(message) => {
@@ -255,14 +289,7 @@ impl EventLog {
                     })?;
                 Ok(Some((message.sequence, command)))
             }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(error) if matches!(error.kind(), stream::DirectGetErrorKind::NotFound) => Ok(None),
             Err(error) => Err(unavailable(error)),
         }
     }
@@ -276,10 +303,7 @@ impl EventLog {
             .await
             .map_err(unavailable)?;
         let Some(entry) = entry else {
-            return Ok(StoredRecord {
-                record: None,
-                revision: 0,
-            });
+            return Ok(StoredRecord::absent());
         };
         stored_of(&entry)
     }
@@ -324,8 +348,9 @@ impl EventLog {
         Ok(records)
     }
 
-    /// Folds a command into the gateway's record (compare-and-set).
-    pub async fn project_command(&self, seq: u64, command: &Command) -> Result<GatewayRecord> {
+    /// Folds a command into the gateway's record (compare-and-set); returns the record as
+    /// stored, with its revision.
+    pub async fn project_command(&self, seq: u64, command: &Command) -> Result<StoredRecord> {
         self.project_command_onto(None, seq, command).await
     }
 
@@ -336,40 +361,49 @@ impl EventLog {
         known: Option<StoredRecord>,
         seq: u64,
         command: &Command,
-    ) -> Result<GatewayRecord> {
+    ) -> Result<StoredRecord> {
         self.update_record(&command.key(), known, |record| {
             GatewayRecord::apply_command(record, seq, command)
         })
         .await
-        .map(|record| record.unwrap_or_else(|| unreachable_record(command)))
     }
 
     /// Stores events of one gateway (concurrently: at most one per replica and host, so
-    /// their order does not matter) and folds them into its record in one compare-and-set.
-    pub async fn append_events(&self, key: &GatewayKey, events: &[InstanceObserved]) -> Result<()> {
+    /// their order does not matter) and folds them into its record in one compare-and-set,
+    /// starting from `known` if the caller has a recent read (a conflict reads again).
+    /// Returns the record as stored.
+    pub async fn append_events(
+        &self,
+        key: &GatewayKey,
+        known: Option<StoredRecord>,
+        events: &[InstanceObserved],
+    ) -> Result<Option<StoredRecord>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(known);
         }
         let seqs =
             futures::future::try_join_all(events.iter().map(|event| self.publish_event(event)))
                 .await?;
-        self.update_record(key, None, |record| {
-            seqs.iter()
-                .zip(events)
-                .fold(record, |record, (seq, event)| {
-                    GatewayRecord::apply_event(record, *seq, event)
-                })
-        })
-        .await?;
-        Ok(())
+        let stored = self
+            .update_record(key, known, |record| {
+                seqs.iter()
+                    .zip(events)
+                    .fold(record, |record, (seq, event)| {
+                        GatewayRecord::apply_event(record, *seq, event)
+                    })
+            })
+            .await?;
+        Ok(Some(stored))
     }
 
+    /// Folds into the record by compare-and-set, reading it again after a conflict; returns
+    /// what is stored afterwards.
     async fn update_record(
         &self,
         key: &GatewayKey,
         mut known: Option<StoredRecord>,
         fold: impl Fn(Option<GatewayRecord>) -> Option<GatewayRecord>,
-    ) -> Result<Option<GatewayRecord>> {
+    ) -> Result<StoredRecord> {
         let kv_key = key.kv_key();
         for _ in 0..CAS_ATTEMPTS {
             let stored = match known.take() {
@@ -377,17 +411,14 @@ impl EventLog {
                 None => self.load_record(key).await?,
             };
             let next = fold(stored.record.clone());
-            if next == stored.record {
-                return Ok(next);
-            }
-            let Some(record) = &next else {
-                return Ok(next);
+            let Some(record) = next.filter(|next| Some(next) != stored.record.as_ref()) else {
+                // Nothing to write (unchanged, or events without a record to land in).
+                return Ok(stored);
             };
             let written = if stored.revision == 0 {
                 self.gateways
                     .create(&kv_key, record.encode().into())
                     .await
-                    .map(|_| ())
                     .map_err(|error| {
                         (
                             matches!(error.kind(), kv::CreateErrorKind::AlreadyExists),
@@ -398,7 +429,6 @@ impl EventLog {
                 self.gateways
                     .update(&kv_key, record.encode().into(), stored.revision)
                     .await
-                    .map(|_| ())
                     .map_err(|error| {
                         (
                             matches!(error.kind(), kv::UpdateErrorKind::WrongLastRevision),
@@ -407,7 +437,12 @@ impl EventLog {
                     })
             };
             match written {
-                Ok(()) => return Ok(next),
+                Ok(revision) => {
+                    return Ok(StoredRecord {
+                        record: Some(record),
+                        revision,
+                    });
+                }
                 Err((true, _conflict)) => continue,
                 Err((false, error)) => return Err(LogError::Unavailable(error)),
             }
@@ -534,6 +569,28 @@ async fn keys_of(store: &kv::Store, pattern: &str) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Turns on direct reads of a stream created before krane asked for them (other settings
+/// are kept).
+async fn allow_direct_reads(
+    jetstream: &jetstream::Context,
+    mut stream: stream::Stream,
+) -> Result<stream::Stream> {
+    if stream.cached_info().config.allow_direct {
+        return Ok(stream);
+    }
+    let config = stream::Config {
+        allow_direct: true,
+        ..stream.cached_info().config.clone()
+    };
+    jetstream
+        .update_stream(&config)
+        .await
+        .map_err(unavailable)?;
+    stream.info().await.map_err(unavailable)?;
+    info!(stream = %config.name, "direct reads turned on");
+    Ok(stream)
+}
+
 fn hosts_bucket(timeout: Duration) -> kv::Config {
     kv::Config {
         bucket: names::HOSTS_BUCKET.into(),
@@ -568,18 +625,6 @@ fn stored_of(entry: &kv::Entry) -> Result<StoredRecord> {
 struct StoredMessage {
     sequence: u64,
     payload: bytes::Bytes,
-}
-
-/// `apply_command` always yields a record; this keeps the signature honest without a panic.
-fn unreachable_record(command: &Command) -> GatewayRecord {
-    let key = command.key();
-    GatewayRecord {
-        namespace: key.namespace,
-        gateway_id: key.gateway_id,
-        intent_seq: 0,
-        intent: command.clone(),
-        replicas: BTreeMap::new(),
-    }
 }
 
 /// How to reach NATS; shared by both binaries' command lines.

@@ -3,7 +3,7 @@
 
 use krane_core::command::Command;
 use krane_proto::krane::v1::GatewayStatus;
-use krane_tests::client::gateway_request;
+use krane_tests::client::{NOT_FOUND, gateway_request};
 use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace, wait_all_running};
 use std::time::Duration;
 
@@ -106,6 +106,43 @@ async fn create_delete_create_ends_with_the_second_spec() {
             .expect("host config");
         assert_eq!(host.nano_cpus, Some(200_000_000), "second spec applied");
     }
+}
+
+/// The same spec again after its delete finished (well inside the commands' dedup window):
+/// the gateway comes back, instead of the retry of the first create being deduplicated away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_create_after_a_finished_delete_brings_the_gateway_back() {
+    let namespace = unique_namespace("again");
+    let krane = Krane::start(&namespace).await;
+    let client = krane.client(Protocol::ConnectProto);
+    let request = gateway_request(&namespace, "again", 2);
+    client
+        .create(Some(request.clone()))
+        .await
+        .expect("first create");
+    wait_all_running(&client, &namespace, "again", 2, CONVERGE).await;
+    client.delete(&namespace, "again").await.expect("delete");
+    eventually("the deleted gateway is gone", CONVERGE, || async {
+        match client.get(&namespace, "again").await {
+            Err(error) if error.code == NOT_FOUND => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        docker::gateway_containers(&namespace, "again")
+            .await
+            .is_empty()
+    );
+
+    client.create(Some(request)).await.expect("second create");
+    wait_all_running(&client, &namespace, "again", 2, CONVERGE).await;
+    wait_worker_idle(&krane).await;
+    assert_eq!(
+        docker::gateway_containers(&namespace, "again").await.len(),
+        2,
+        "no duplicate and no orphan"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

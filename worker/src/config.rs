@@ -45,7 +45,7 @@ pub struct WorkerConfig {
     pub concurrency: usize,
 
     /// Containers of one gateway created or removed at once.
-    #[arg(long, env = "KRANE_REPLICA_PARALLELISM", default_value_t = 8)]
+    #[arg(long, env = "KRANE_REPLICA_PARALLELISM", default_value_t = 16)]
     pub replica_parallelism: usize,
 
     /// Deliveries of a failing command before the gateway is marked FAILED.

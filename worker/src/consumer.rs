@@ -177,7 +177,8 @@ impl Handler {
     }
 
     async fn handle_command(&self, message: &Message, key: &GatewayKey) {
-        let reconcile = self.reconciler.reconcile(key);
+        let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+        let reconcile = self.reconciler.reconcile_command(key, seq);
         let outcome = tokio::select! {
             outcome = keep_alive(message, self.settings.ack_wait, reconcile) => outcome,
             _ = self.hand_back.cancelled() => {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -19,6 +19,9 @@ pub struct FakeRuntime {
 #[derive(Default)]
 struct FakeState {
     containers: BTreeMap<String, (ReplicaContainer, ContainerState, u16)>,
+    /// Container names by gateway (as Docker's label filter would find them), so listing one
+    /// gateway does not scan every container.
+    by_gateway: HashMap<GatewayKey, BTreeSet<String>>,
     images: BTreeSet<String>,
     /// Images whose containers always fail to start, with the error they fail with.
     failing: BTreeMap<String, RuntimeError>,
@@ -64,29 +67,15 @@ impl FakeRuntime {
         &self,
         wanted: impl Fn(&ReplicaContainer) -> bool,
     ) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        let label = |container: &ReplicaContainer, name: &str| {
-            container.labels.get(name).cloned().unwrap_or_default()
-        };
         self.with_state(|state| {
             Ok(state
                 .containers
                 .values()
                 .filter(|(container, _, _)| wanted(container))
-                .map(|(container, state, port)| ObservedContainer {
-                    name: container.name.clone(),
-                    gateway: GatewayKey::new(
-                        label(container, names::LABEL_NAMESPACE),
-                        label(container, names::LABEL_GATEWAY_ID),
-                    ),
-                    replica: label(container, names::LABEL_REPLICA).parse().ok(),
-                    template: label(container, names::LABEL_TEMPLATE),
-                    state: *state,
-                    host_port: (*state == ContainerState::Running).then_some(*port),
-                })
+                .map(observed)
                 .collect())
         })
     }
-
     fn with_state<T>(
         &self,
         f: impl FnOnce(&mut FakeState) -> Result<T, RuntimeError>,
@@ -99,6 +88,30 @@ impl FakeRuntime {
             return Err(RuntimeError::Unavailable("engine is down".into()));
         }
         f(&mut state)
+    }
+}
+
+fn label(container: &ReplicaContainer, name: &str) -> String {
+    container.labels.get(name).cloned().unwrap_or_default()
+}
+
+fn gateway_of(container: &ReplicaContainer) -> GatewayKey {
+    GatewayKey::new(
+        label(container, names::LABEL_NAMESPACE),
+        label(container, names::LABEL_GATEWAY_ID),
+    )
+}
+
+fn observed(
+    (container, state, port): &(ReplicaContainer, ContainerState, u16),
+) -> ObservedContainer {
+    ObservedContainer {
+        name: container.name.clone(),
+        gateway: gateway_of(container),
+        replica: label(container, names::LABEL_REPLICA).parse().ok(),
+        template: label(container, names::LABEL_TEMPLATE),
+        state: *state,
+        host_port: (*state == ContainerState::Running).then_some(*port),
     }
 }
 
@@ -122,9 +135,12 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        self.list_where(|container| {
-            container.labels.get(names::LABEL_NAMESPACE) == Some(&key.namespace)
-                && container.labels.get(names::LABEL_GATEWAY_ID) == Some(&key.gateway_id)
+        self.with_state(|state| {
+            let names = state.by_gateway.get(key).into_iter().flatten();
+            Ok(names
+                .filter_map(|name| state.containers.get(name))
+                .map(observed)
+                .collect())
         })
     }
 
@@ -146,6 +162,11 @@ impl ContainerRuntime for FakeRuntime {
                 .entry(container.name.clone())
                 .or_insert_with(|| (container.clone(), ContainerState::Created, port));
             entry.1 = ContainerState::Running;
+            state
+                .by_gateway
+                .entry(gateway_of(container))
+                .or_default()
+                .insert(container.name.clone());
             Ok(())
         })
     }
@@ -162,7 +183,15 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         self.with_state(|state| {
-            state.containers.remove(name);
+            if let Some((container, _, _)) = state.containers.remove(name) {
+                let gateway = gateway_of(&container);
+                if let Some(names) = state.by_gateway.get_mut(&gateway) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        state.by_gateway.remove(&gateway);
+                    }
+                }
+            }
             Ok(())
         })
     }

@@ -51,8 +51,46 @@ struct WorkerMetrics {
     docker_calls: Family<CallLabel, Histogram>,
     docker_errors: Family<CallErrorLabel, Counter>,
     instances: Family<StateLabel, Gauge>,
-    /// Per gateway, the state last reported for each of its replicas on this host.
-    reported: Mutex<HashMap<GatewayKey, BTreeMap<u32, ObservedState>>>,
+    /// What this worker last reported, kept to update the instance gauges.
+    reported: Mutex<Reported>,
+}
+
+/// Per gateway, the state last reported for each of its replicas on this host, and how many
+/// replicas are in each state overall (kept up to date, so a report costs its own replicas).
+#[derive(Default)]
+struct Reported {
+    by_gateway: HashMap<GatewayKey, BTreeMap<u32, ObservedState>>,
+    counts: BTreeMap<&'static str, i64>,
+}
+
+impl Reported {
+    fn set(&mut self, key: &GatewayKey, states: BTreeMap<u32, ObservedState>) {
+        let before = if states.is_empty() {
+            self.by_gateway.remove(key)
+        } else {
+            self.by_gateway.insert(key.clone(), states)
+        };
+        for state in before.iter().flat_map(BTreeMap::values) {
+            *self.counts.entry(state_name(*state)).or_default() -= 1;
+        }
+        for state in self
+            .by_gateway
+            .get(key)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
+            *self.counts.entry(state_name(*state)).or_default() += 1;
+        }
+    }
+}
+
+fn state_name(state: ObservedState) -> &'static str {
+    match state {
+        ObservedState::Pending => "pending",
+        ObservedState::Running => "running",
+        ObservedState::Failed => "failed",
+        ObservedState::Gone => "gone",
+    }
 }
 
 static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
@@ -195,26 +233,43 @@ pub fn reported(
     let Ok(mut reported) = METRICS.reported.lock() else {
         return;
     };
-    if states.is_empty() {
-        reported.remove(key);
-    } else {
-        reported.insert(key.clone(), states);
-    }
-    let mut counts: BTreeMap<&'static str, i64> =
-        [("pending", 0), ("running", 0), ("failed", 0)].into();
-    for state in reported.values().flat_map(BTreeMap::values) {
-        let name = match state {
-            ObservedState::Pending => "pending",
-            ObservedState::Running => "running",
-            ObservedState::Failed => "failed",
-            ObservedState::Gone => continue,
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    for (state, count) in counts {
+    reported.set(key, states);
+    for state in ["pending", "running", "failed"] {
+        let count = reported.counts.get(state).copied().unwrap_or_default();
         METRICS
             .instances
             .get_or_create(&StateLabel { state })
             .set(count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(list: &[(u32, ObservedState)]) -> BTreeMap<u32, ObservedState> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn instance_counts_follow_each_gateways_latest_report() {
+        let (a, b) = (GatewayKey::new("ns", "a"), GatewayKey::new("ns", "b"));
+        let mut reported = Reported::default();
+        reported.set(
+            &a,
+            states(&[(0, ObservedState::Pending), (1, ObservedState::Pending)]),
+        );
+        reported.set(&b, states(&[(0, ObservedState::Running)]));
+        reported.set(
+            &a,
+            states(&[(0, ObservedState::Running), (1, ObservedState::Failed)]),
+        );
+        assert_eq!(reported.counts.get("pending"), Some(&0));
+        assert_eq!(reported.counts.get("running"), Some(&2));
+        assert_eq!(reported.counts.get("failed"), Some(&1));
+        reported.set(&a, BTreeMap::new());
+        assert_eq!(reported.counts.get("running"), Some(&1));
+        assert_eq!(reported.counts.get("failed"), Some(&0));
+        assert!(!reported.by_gateway.contains_key(&a));
     }
 }

@@ -11,9 +11,8 @@ use crate::scheduler;
 use futures::StreamExt;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::hosts::HostsView;
-use krane_core::log::{EventLog, LogError};
+use krane_core::log::{EventLog, LogError, StoredRecord};
 use krane_core::names::GatewayKey;
-use krane_core::record::GatewayRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +24,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 const MAX_ROUNDS: usize = 4;
 /// How often a rolling update that waits for another replica looks again.
 const ROLLOUT_POLL: Duration = Duration::from_millis(500);
+/// How old the view of live hosts may be when replicas are placed.
+const HOSTS_FRESH_FOR_PLACING: Duration = Duration::from_millis(250);
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub enum ReconcileError {
 pub struct Reconciler {
     log: EventLog,
     locks: GatewayLocks,
+    /// The command each gateway last converged at here (see [`Self::reconcile_command`]).
+    converged_at: ConvergedAt,
     runtime: Arc<dyn ContainerRuntime>,
     host: HostIdentity,
     /// Replicas created (or removed) at once.
@@ -66,6 +69,7 @@ impl Reconciler {
         Self {
             log,
             locks: GatewayLocks::default(),
+            converged_at: ConvergedAt::default(),
             runtime,
             host,
             parallelism: parallelism.max(1),
@@ -92,6 +96,28 @@ impl Reconciler {
     pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
+        self.reconcile_traced(key).await
+    }
+
+    /// As [`Self::reconcile`], for the delivery of the command at `seq`: when a reconcile here
+    /// already converged at that command or a later one (a redelivery, or the placement this
+    /// worker published itself), there is nothing left for this delivery to do. Drift after
+    /// that convergence is the business of engine events and resync, which call `reconcile`.
+    pub async fn reconcile_command(
+        &self,
+        key: &GatewayKey,
+        seq: u64,
+    ) -> Result<Outcome, ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
+        if seq > 0 && self.converged_at.get(key).is_some_and(|at| at >= seq) {
+            debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "already converged at this command or a later one");
+            return Ok(Outcome::Converged);
+        }
+        self.reconcile_traced(key).await
+    }
+
+    async fn reconcile_traced(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
         let span = info_span!(
             "reconcile",
             namespace = %key.namespace,
@@ -103,40 +129,53 @@ impl Reconciler {
             .reconcile_locked(key, started)
             .instrument(span.clone())
             .await;
+        match &result {
+            Ok((Outcome::Converged, seq)) => self.converged_at.set(key, *seq),
+            _ => self.converged_at.forget(key),
+        }
+        let result = result.map(|(outcome, _)| outcome);
         crate::metrics::reconciled(&result, started.elapsed());
         span.record("outcome", debug(&result));
         result
     }
 
+    /// Returns how the reconcile ended and the command it last worked from.
     async fn reconcile_locked(
         &self,
         key: &GatewayKey,
         started: Instant,
-    ) -> Result<Outcome, ReconcileError> {
+    ) -> Result<(Outcome, u64), ReconcileError> {
         let mut round = 0;
+        // The record as this reconcile last wrote it: folding the intent into it again needs
+        // no read when nobody else wrote meanwhile.
+        let mut known = None;
         while round < MAX_ROUNDS {
-            let (desired, record) = self.current_intent(key).await?;
+            let (seq, desired, stored) = self.current_intent(key, known.take()).await?;
+            let ended = |outcome| Ok((outcome, seq));
             if let Some(spec) = &desired.spec
                 && !desired.replicas.is_empty()
                 && let Err(error) = self.runtime.ensure_image(&spec.image).await
             {
-                return self.report_failure(key, &desired, record, &error).await;
+                return ended(self.report_failure(key, &desired, stored, &error).await?);
             }
             let observed = match self.runtime.list_gateway(key).await {
                 Ok(observed) => observed,
-                Err(error) => return self.report_failure(key, &desired, record, &error).await,
+                Err(error) => {
+                    return ended(self.report_failure(key, &desired, stored, &error).await?);
+                }
             };
             let planned = plan::plan(key, &desired, &observed);
-            let (actions, waiting) = plan::gate_rollout(planned, record.as_ref());
+            let (actions, waiting) = plan::gate_rollout(planned, stored.record.as_ref());
             if actions.is_empty() {
-                self.report(key, &desired, record.as_ref(), &observed, &BTreeMap::new())
+                let stored = self
+                    .report(key, &desired, stored, &observed, &BTreeMap::new())
                     .await?;
                 if waiting == 0 {
-                    debug!(round, "converged");
-                    return Ok(Outcome::Converged);
+                    debug!(round, seq, "converged");
+                    return ended(Outcome::Converged);
                 }
                 if started.elapsed() > self.rollout_timeout {
-                    return Ok(Outcome::Failed {
+                    return ended(Outcome::Failed {
                         reason: format!(
                             "rolling update waited {:?} for other replicas",
                             self.rollout_timeout
@@ -147,34 +186,44 @@ impl Reconciler {
                 // Another replica is being replaced (maybe on another host): our turn comes
                 // when it runs again. Waiting is not a round.
                 tokio::time::sleep(ROLLOUT_POLL).await;
+                known = Some(stored);
                 continue;
             }
             round += 1;
             info!(round, actions = actions.len(), waiting, "applying plan");
-            self.announce_pending(key, &desired, record.as_ref(), &actions)
+            let stored = self
+                .announce_pending(key, &desired, stored, &actions)
                 .await?;
             let failures = self.execute(&desired, actions).await;
             let observed = match self.runtime.list_gateway(key).await {
                 Ok(observed) => observed,
-                Err(error) => return self.report_failure(key, &desired, record, &error).await,
+                Err(error) => {
+                    return ended(self.report_failure(key, &desired, stored, &error).await?);
+                }
             };
-            let record = self.log.load_record(key).await?.record;
+            // Other hosts may have reported meanwhile (rolling updates read their replicas).
+            let stored = self.log.load_record(key).await?;
             let failed = failures_to_report(&failures);
-            self.report(key, &desired, record.as_ref(), &observed, &failed)
+            let stored = self
+                .report(key, &desired, stored, &observed, &failed)
                 .await?;
             if let Some((_, error)) = failures.iter().next() {
                 let permanent = failures.values().all(RuntimeError::is_permanent);
-                return Ok(Outcome::Failed {
+                return ended(Outcome::Failed {
                     reason: error.to_string(),
                     permanent,
                 });
             }
+            known = Some(stored);
         }
         warn!("still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
-        Ok(Outcome::Failed {
-            reason: format!("did not settle within {MAX_ROUNDS} rounds"),
-            permanent: false,
-        })
+        Ok((
+            Outcome::Failed {
+                reason: format!("did not settle within {MAX_ROUNDS} rounds"),
+                permanent: false,
+            },
+            0,
+        ))
     }
 
     /// Marks every replica wanted here FAILED with `reason` (used when retries are exhausted)
@@ -187,34 +236,46 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
-        let (desired, record) = self.current_intent(key).await?;
+        let (_, desired, stored) = self.current_intent(key, None).await?;
         let failures = failing_all(&desired, reason, state);
-        self.report_only_failures(key, &desired, record.as_ref(), &failures)
-            .await
+        self.report_only_failures(key, &desired, stored, &failures)
+            .await?;
+        Ok(())
     }
 
-    /// This host's share of the latest command, which is folded into the record first so
-    /// events about it have a record to land in.
+    /// This host's share of the latest command (and that command's sequence), which is folded
+    /// into the record first so events about it have a record to land in; returns the record
+    /// as stored. `known` is a recent read of the record, if the caller has one.
     async fn current_intent(
         &self,
         key: &GatewayKey,
-    ) -> Result<(Desired, Option<GatewayRecord>), ReconcileError> {
+        known: Option<StoredRecord>,
+    ) -> Result<(u64, Desired, StoredRecord), ReconcileError> {
         match self.log.latest_command(key).await? {
             Some((seq, command)) => {
                 if command.has_unplaced() {
-                    // Placing is rare (new replicas); read the hosts now, not a second ago.
-                    self.hosts.refresh(&self.log).await;
+                    // Place on the hosts as they are now, not as the last periodic read saw
+                    // them (a burst of creates shares one read).
+                    self.hosts
+                        .refresh_if_older_than(&self.log, HOSTS_FRESH_FOR_PLACING)
+                        .await;
                 }
                 let live = scheduler::live_with_self(self, self.hosts.snapshot());
                 let live = scheduler::unplaced_only(live, &command);
-                let (seq, command) =
-                    scheduler::place_if_needed(&self.log, seq, &command, &live).await?;
-                let record = self.log.project_command(seq, &command).await?;
-                let desired = Desired::for_host(Some(&command), &self.host.host_id);
-                Ok((desired, Some(record)))
+                let placed = scheduler::place_if_needed(&self.log, seq, &command, &live).await?;
+                let stored = match placed.projected {
+                    Some(stored) => stored,
+                    None => {
+                        self.log
+                            .project_command_onto(known, placed.seq, &placed.command)
+                            .await?
+                    }
+                };
+                let desired = Desired::for_host(Some(&placed.command), &self.host.host_id);
+                Ok((placed.seq, desired, stored))
             }
             // Never commanded (e.g. a container left from a purged stream): nothing is wanted.
-            None => Ok((Desired::nothing(), self.log.load_record(key).await?.record)),
+            None => Ok((0, Desired::nothing(), self.log.load_record(key).await?)),
         }
     }
 
@@ -222,7 +283,7 @@ impl Reconciler {
         &self,
         key: &GatewayKey,
         desired: &Desired,
-        record: Option<GatewayRecord>,
+        stored: StoredRecord,
         error: &RuntimeError,
     ) -> Result<Outcome, ReconcileError> {
         let (state, permanent) = if error.is_permanent() {
@@ -232,7 +293,7 @@ impl Reconciler {
         };
         warn!(%error, permanent, "reconcile failed");
         let failures = failing_all(desired, &error.to_string(), state);
-        self.report_only_failures(key, desired, record.as_ref(), &failures)
+        self.report_only_failures(key, desired, stored, &failures)
             .await?;
         Ok(Outcome::Failed {
             reason: error.to_string(),
@@ -242,15 +303,16 @@ impl Reconciler {
 
     /// Before creating or replacing containers, says so: a Delete arriving meanwhile then shows
     /// them as TERMINATING, and other hosts see the replica is not running (rolling updates).
+    /// Returns the record as stored afterwards.
     async fn announce_pending(
         &self,
         key: &GatewayKey,
         desired: &Desired,
-        record: Option<&GatewayRecord>,
+        stored: StoredRecord,
         actions: &[Action],
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<StoredRecord, ReconcileError> {
         if desired.spec.is_none() {
-            return Ok(());
+            return Ok(stored);
         }
         let pending: BTreeMap<u32, FailedReplica> = actions
             .iter()
@@ -264,7 +326,7 @@ impl Reconciler {
                 (replica, state)
             })
             .collect();
-        self.report_only_failures(key, desired, record, &pending)
+        self.report_only_failures(key, desired, stored, &pending)
             .await
     }
 
@@ -319,17 +381,24 @@ impl Reconciler {
         }
     }
 
-    /// Publishes what changed and folds it into the record.
+    /// Publishes what changed since `stored` and folds it into the record.
     async fn report(
         &self,
         key: &GatewayKey,
         desired: &Desired,
-        record: Option<&GatewayRecord>,
+        stored: StoredRecord,
         observed: &[ObservedContainer],
         failures: &BTreeMap<u32, FailedReplica>,
-    ) -> Result<(), ReconcileError> {
-        let facts = plan::observations(key, desired, record, observed, failures, &self.host);
-        self.publish(key, record, facts).await
+    ) -> Result<StoredRecord, ReconcileError> {
+        let facts = plan::observations(
+            key,
+            desired,
+            stored.record.as_ref(),
+            observed,
+            failures,
+            &self.host,
+        );
+        self.publish(key, stored, facts).await
     }
 
     /// Reports only the replicas in `failures`: used when the engine could not be listed, so
@@ -338,29 +407,41 @@ impl Reconciler {
         &self,
         key: &GatewayKey,
         desired: &Desired,
-        record: Option<&GatewayRecord>,
+        stored: StoredRecord,
         failures: &BTreeMap<u32, FailedReplica>,
-    ) -> Result<(), ReconcileError> {
-        let facts = plan::observations(key, desired, record, &[], failures, &self.host)
-            .into_iter()
-            .filter(|fact| failures.contains_key(&fact.replica))
-            .collect();
-        self.publish(key, record, facts).await
+    ) -> Result<StoredRecord, ReconcileError> {
+        let facts = plan::observations(
+            key,
+            desired,
+            stored.record.as_ref(),
+            &[],
+            failures,
+            &self.host,
+        )
+        .into_iter()
+        .filter(|fact| failures.contains_key(&fact.replica))
+        .collect();
+        self.publish(key, stored, facts).await
     }
 
-    /// Stores the facts, folds them into the record and updates the instance gauges.
+    /// Stores the facts, folds them into the record (starting from `stored`) and updates the
+    /// instance gauges; returns the record as stored afterwards.
     async fn publish(
         &self,
         key: &GatewayKey,
-        record: Option<&GatewayRecord>,
+        stored: StoredRecord,
         facts: Vec<InstanceObserved>,
-    ) -> Result<(), ReconcileError> {
-        self.log.append_events(key, &facts).await?;
+    ) -> Result<StoredRecord, ReconcileError> {
+        let after = self
+            .log
+            .append_events(key, Some(stored), &facts)
+            .await?
+            .unwrap_or_else(StoredRecord::absent);
         for fact in &facts {
             debug!(replica = fact.replica, state = ?fact.state, "reported");
         }
-        crate::metrics::reported(key, &self.host.host_id, record, &facts);
-        Ok(())
+        crate::metrics::reported(key, &self.host.host_id, after.record.as_ref(), &facts);
+        Ok(after)
     }
 }
 
@@ -398,6 +479,36 @@ fn failing_all(
             (*replica, failure)
         })
         .collect()
+}
+
+/// Per gateway, the sequence of the command its last reconcile here converged at. Bounded:
+/// forgetting only costs a redundant reconcile.
+#[derive(Default)]
+struct ConvergedAt {
+    seqs: Mutex<HashMap<GatewayKey, u64>>,
+}
+
+impl ConvergedAt {
+    const MAX_GATEWAYS: usize = 100_000;
+
+    fn get(&self, key: &GatewayKey) -> Option<u64> {
+        self.seqs.lock().ok()?.get(key).copied()
+    }
+
+    fn set(&self, key: &GatewayKey, seq: u64) {
+        if let Ok(mut seqs) = self.seqs.lock() {
+            if seqs.len() >= Self::MAX_GATEWAYS {
+                seqs.clear();
+            }
+            seqs.insert(key.clone(), seq);
+        }
+    }
+
+    fn forget(&self, key: &GatewayKey) {
+        if let Ok(mut seqs) = self.seqs.lock() {
+            seqs.remove(key);
+        }
+    }
 }
 
 /// One async mutex per gateway, so a worker never runs two reconciles of one gateway at once.

@@ -15,7 +15,7 @@ use crate::reconcile::Reconciler;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::hosts::HostsView;
-use krane_core::log::{EventLog, LogError};
+use krane_core::log::{EventLog, LogError, StoredRecord};
 use krane_core::placement::{self, HostInfo};
 use krane_core::record::GatewayRecord;
 use std::collections::BTreeSet;
@@ -120,40 +120,62 @@ async fn close_lost_hosts(
     for event in &lost {
         info!(namespace = %event.namespace, gateway = %event.gateway_id, replica = event.replica, host = %event.host_id, "host lost; closing its instance");
     }
-    log.append_events(&record.key(), &lost).await
+    log.append_events(&record.key(), None, &lost).await?;
+    Ok(())
 }
 
 /// Places the replicas of `intent` (at `seq`) that are unplaced or on lost hosts, publishing
 /// the new placement if nobody published a newer command meanwhile. Returns the command now
-/// in force.
+/// in force, and the record if placing folded it in.
 pub async fn place_if_needed(
     log: &EventLog,
     seq: u64,
     intent: &Command,
     live: &[HostInfo],
-) -> Result<(u64, Command), LogError> {
+) -> Result<Placed, LogError> {
+    let unchanged = || Placed {
+        seq,
+        command: intent.clone(),
+        projected: None,
+    };
     let Some(spec) = intent.desired() else {
-        return Ok((seq, intent.clone()));
+        return Ok(unchanged());
     };
     if !placement::needs_placing(spec.replicas, intent.placement(), live) {
-        return Ok((seq, intent.clone()));
+        return Ok(unchanged());
     }
     let placed = placement::place(&intent.key(), spec.replicas, intent.placement(), live);
     if placed.as_slice() == intent.placement() {
-        return Ok((seq, intent.clone()));
+        return Ok(unchanged());
     }
     let command = Command::create(spec.clone(), placed);
     match log.publish_command_if_latest(&command, seq).await? {
         Some(new_seq) => {
-            log.project_command(new_seq, &command).await?;
+            let projected = log.project_command(new_seq, &command).await?;
             let key = command.key();
             info!(namespace = %key.namespace, gateway = %key.gateway_id, placement = ?command.placement(), "placed replicas");
-            Ok((new_seq, command))
+            Ok(Placed {
+                seq: new_seq,
+                command,
+                projected: Some(projected),
+            })
         }
         // Someone published a newer command; that one is in force.
-        None => Ok(log
-            .latest_command(&command.key())
-            .await?
-            .unwrap_or((seq, intent.clone()))),
+        None => Ok(match log.latest_command(&command.key()).await? {
+            Some((seq, command)) => Placed {
+                seq,
+                command,
+                projected: None,
+            },
+            None => unchanged(),
+        }),
     }
+}
+
+/// The command in force after [`place_if_needed`].
+pub struct Placed {
+    pub seq: u64,
+    pub command: Command,
+    /// The record with `command` folded in, when placing wrote it.
+    pub projected: Option<StoredRecord>,
 }
