@@ -37,9 +37,6 @@ enum Command {
     TimeToRunning(ttr::Args),
     /// Peak RSS of the API and worker holding many gateways.
     Memory(memory::Args),
-    /// Runs one worker on the in-memory runtime until killed (used by `memory`).
-    #[command(hide = true)]
-    MemoryWorker(memory::WorkerArgs),
 }
 
 #[tokio::main]
@@ -52,7 +49,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline::run(args).await?,
         Command::TimeToRunning(args) => ttr::run(args).await?,
         Command::Memory(args) => memory::run(args).await?,
-        Command::MemoryWorker(args) => memory::worker_main(args).await?,
     };
     if let Some(path) = cli.json {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {

@@ -1,18 +1,15 @@
-//! `memory`: peak RSS (VmHWM) of the release `krane-api` binary as a process after accepting
-//! and reading many gateways, of the worker holding as many gateways (in-process worker on the
-//! in-memory runtime, in a child process of its own: the in-memory runtime cannot live in the
-//! `krane-worker` binary), and of the `krane-worker` binary idle on the real engine.
+//! `memory`: peak RSS (VmHWM) of the release binaries as processes: `krane-api` after
+//! accepting and reading many gateways, `krane-worker` holding as many gateways on its
+//! in-memory runtime (the hidden `--in-memory-runtime` flag; thousands of real containers do
+//! not fit this machine), and `krane-worker` idle on the real engine.
 
 use crate::env::{self, Api, Fsync, Nats};
 use crate::stats::Table;
 use krane_proto::krane::v1::GetGatewayRequest;
-use krane_worker::fake::FakeRuntime;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,15 +23,6 @@ pub struct Args {
     /// this binary; build them with `cargo build --release -p krane-api -p krane-worker`).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-}
-
-/// Hidden: runs one worker on the in-memory runtime until killed (the child of `memory`).
-#[derive(Debug, clap::Args)]
-pub struct WorkerArgs {
-    #[arg(long)]
-    nats_url: String,
-    #[arg(long)]
-    host_id: String,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -55,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     };
     let results = vec![
         api_process(&args, &bin_dir).await?,
-        worker_child(&args).await?,
+        worker_binary_in_memory(&args, &bin_dir).await?,
         worker_binary_idle(&bin_dir).await?,
     ];
     let mut table = Table::new(
@@ -120,17 +108,18 @@ async fn api_process(args: &Args, bin_dir: &Path) -> anyhow::Result<Rss> {
     })
 }
 
-/// A worker (in a child `krane-bench` process, in-memory runtime) until every gateway runs.
-async fn worker_child(args: &Args) -> anyhow::Result<Rss> {
+/// The `krane-worker` binary on its in-memory runtime, until every gateway runs.
+async fn worker_binary_in_memory(args: &Args, bin_dir: &Path) -> anyhow::Result<Rss> {
     let nats = Nats::start(Fsync::Default).await?;
     let log = nats.log().await?;
     let api = Api::start(nats.log().await?).await?;
-    let child = Spawned::new(Process::new(std::env::current_exe()?).args([
-        "memory-worker",
+    let child = Spawned::new(Process::new(bin_dir.join("krane-worker")).args([
         "--nats-url",
         &nats.url(),
         "--host-id",
         "bench-mem",
+        "--in-memory-runtime",
+        env::TEST_IMAGE,
     ]))?;
     env::wait_for_hosts(&log, 1).await?;
     let client = api.client()?;
@@ -140,7 +129,7 @@ async fn worker_child(args: &Args) -> anyhow::Result<Rss> {
     let (peak, current) = child.rss()?;
     api.stop().await;
     Ok(Rss {
-        process: "worker (in-process, own process, in-memory runtime)".into(),
+        process: "krane-worker (release binary, in-memory runtime)".into(),
         holding: format!("{} gateways × {} RUNNING", args.gateways, args.replicas),
         peak_mib: peak,
         current_mib: current,
@@ -167,20 +156,6 @@ async fn worker_binary_idle(bin_dir: &Path) -> anyhow::Result<Rss> {
         peak_mib: peak,
         current_mib: current,
     })
-}
-
-/// Body of the hidden `memory-worker` subcommand.
-pub async fn worker_main(args: WorkerArgs) -> anyhow::Result<serde_json::Value> {
-    let log = krane_core::log::connect(
-        &krane_core::log::NatsArgs::url(args.nats_url.clone()),
-        "krane-bench-worker",
-        Duration::from_secs(10),
-    )
-    .await?;
-    let stop = CancellationToken::new();
-    let runtime = Arc::new(FakeRuntime::with_images(&[env::TEST_IMAGE]));
-    env::start_worker(&args.nats_url, &args.host_id, log, runtime, stop).await??;
-    Ok(serde_json::Value::Null)
 }
 
 /// A child process killed on drop.

@@ -80,6 +80,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_REGISTRY_SERVER")]
     pub registry_server: Option<String>,
 
+    /// Benchmarks only: no Docker engine; containers live in memory, and only these images
+    /// exist (comma-separated). Measures the worker binary without a container engine.
+    #[arg(long, hide = true, value_delimiter = ',', value_name = "IMAGES")]
+    pub in_memory_runtime: Vec<String>,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 

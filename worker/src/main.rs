@@ -4,12 +4,14 @@
 use clap::Parser;
 use krane_worker::config::{WorkerCommand, WorkerConfig};
 use krane_worker::docker::{DockerRuntime, RegistryAuth};
+use krane_worker::fake::FakeRuntime;
 use krane_worker::instrumented::Instrumented;
+use krane_worker::runtime::ContainerRuntime;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -49,20 +51,31 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         println!("rebuilt {records} gateway records from the streams");
         return Ok(());
     }
-    let auth = RegistryAuth {
-        username: config.registry_username.clone(),
-        password: config.registry_password.clone(),
-        server: config.registry_server.clone(),
+    let runtime: Arc<dyn ContainerRuntime> = if config.in_memory_runtime.is_empty() {
+        let auth = RegistryAuth {
+            username: config.registry_username.clone(),
+            password: config.registry_password.clone(),
+            server: config.registry_server.clone(),
+        };
+        let runtime =
+            DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
+                .await
+                .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
+        Arc::new(Instrumented::new(runtime))
+    } else {
+        warn!(images = ?config.in_memory_runtime, "in-memory runtime: no Docker engine is used");
+        let images: Vec<&str> = config
+            .in_memory_runtime
+            .iter()
+            .map(String::as_str)
+            .collect();
+        Arc::new(FakeRuntime::with_images(&images))
     };
-    let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
-        .await
-        .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
-    let runtime = Instrumented::new(runtime);
     let log = connect_nats().await?;
     krane_worker::metrics::register_metrics();
     config.metrics.serve(stop.clone()).await?;
     info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
-    krane_worker::run(&config, log, Arc::new(runtime), stop).await?;
+    krane_worker::run(&config, log, runtime, stop).await?;
     info!("krane-worker stopped");
     Ok(())
 }

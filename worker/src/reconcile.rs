@@ -146,11 +146,9 @@ impl Reconciler {
         started: Instant,
     ) -> Result<(Outcome, u64), ReconcileError> {
         let mut round = 0;
-        // The record as this reconcile last wrote it: folding the intent into it again needs
-        // no read when nobody else wrote meanwhile.
-        let mut known = None;
         while round < MAX_ROUNDS {
-            let (seq, desired, stored) = self.current_intent(key, known.take()).await?;
+            // Read afresh every round: gating a rolling update needs the other hosts' reports.
+            let (seq, desired, stored) = self.current_intent(key).await?;
             let ended = |outcome| Ok((outcome, seq));
             if let Some(spec) = &desired.spec
                 && !desired.replicas.is_empty()
@@ -167,8 +165,7 @@ impl Reconciler {
             let planned = plan::plan(key, &desired, &observed);
             let (actions, waiting) = plan::gate_rollout(planned, stored.record.as_ref());
             if actions.is_empty() {
-                let stored = self
-                    .report(key, &desired, stored, &observed, &BTreeMap::new())
+                self.report(key, &desired, stored, &observed, &BTreeMap::new())
                     .await?;
                 if waiting == 0 {
                     debug!(round, seq, "converged");
@@ -186,7 +183,6 @@ impl Reconciler {
                 // Another replica is being replaced (maybe on another host): our turn comes
                 // when it runs again. Waiting is not a round.
                 tokio::time::sleep(ROLLOUT_POLL).await;
-                known = Some(stored);
                 continue;
             }
             round += 1;
@@ -204,8 +200,7 @@ impl Reconciler {
             // Other hosts may have reported meanwhile (rolling updates read their replicas).
             let stored = self.log.load_record(key).await?;
             let failed = failures_to_report(&failures);
-            let stored = self
-                .report(key, &desired, stored, &observed, &failed)
+            self.report(key, &desired, stored, &observed, &failed)
                 .await?;
             if let Some((_, error)) = failures.iter().next() {
                 let permanent = failures.values().all(RuntimeError::is_permanent);
@@ -214,7 +209,6 @@ impl Reconciler {
                     permanent,
                 });
             }
-            known = Some(stored);
         }
         warn!("still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
         Ok((
@@ -236,7 +230,7 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
-        let (_, desired, stored) = self.current_intent(key, None).await?;
+        let (_, desired, stored) = self.current_intent(key).await?;
         let failures = failing_all(&desired, reason, state);
         self.report_only_failures(key, &desired, stored, &failures)
             .await?;
@@ -245,11 +239,10 @@ impl Reconciler {
 
     /// This host's share of the latest command (and that command's sequence), which is folded
     /// into the record first so events about it have a record to land in; returns the record
-    /// as stored. `known` is a recent read of the record, if the caller has one.
+    /// as stored.
     async fn current_intent(
         &self,
         key: &GatewayKey,
-        known: Option<StoredRecord>,
     ) -> Result<(u64, Desired, StoredRecord), ReconcileError> {
         match self.log.latest_command(key).await? {
             Some((seq, command)) => {
@@ -267,7 +260,7 @@ impl Reconciler {
                     Some(stored) => stored,
                     None => {
                         self.log
-                            .project_command_onto(known, placed.seq, &placed.command)
+                            .project_command(placed.seq, &placed.command)
                             .await?
                     }
                 };
