@@ -8,11 +8,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// mimalloc instead of the system allocator: allocation was ~15 % of the API's CPU under
-/// load with glibc's malloc (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// JetStream calls give up after this, so callers get `unavailable` fast while NATS is away.
 const NATS_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 

@@ -14,11 +14,6 @@ mod ttr;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// mimalloc instead of the system allocator: allocation was ~15 % of the API's CPU under
-/// load with glibc's malloc (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "krane-bench", about = "Benchmarks of krane on this machine")]
 struct Cli {

@@ -13,11 +13,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// mimalloc instead of the system allocator: allocation was ~15 % of the API's CPU under
-/// load with glibc's malloc (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();
