@@ -1,0 +1,62 @@
+//! Opening the log over streams made by an earlier krane: the commands stream gains direct
+//! reads (which the workers' latest-command read uses) and keeps every stored command.
+//! Real nats-server.
+
+use async_nats::jetstream::{self, stream};
+use krane_core::command::Command;
+use krane_core::log::EventLog;
+use krane_core::names;
+use krane_core::spec::GatewaySpec;
+use krane_tests::NatsServer;
+use krane_tests::client::gateway_request;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_commands_stream_without_direct_reads_is_upgraded_and_keeps_its_commands() {
+    let server = NatsServer::start().await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = jetstream::new(client);
+    // The stream as an earlier krane created it: no direct reads.
+    jetstream
+        .create_stream(stream::Config {
+            name: names::COMMANDS_STREAM.into(),
+            subjects: vec![format!("{}.>", names::COMMANDS_SUBJECT_PREFIX)],
+            storage: stream::StorageType::File,
+            max_messages_per_subject: 64,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: false,
+            ..Default::default()
+        })
+        .await
+        .expect("old-style commands stream");
+    let spec = GatewaySpec::from_request(Some(&gateway_request("up", "old", 2))).expect("spec");
+    let command = Command::create(spec, Vec::new());
+    let seq = jetstream
+        .publish(command.key().command_subject(), command.encode().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence;
+
+    let log = EventLog::open(jetstream.clone())
+        .await
+        .expect("open the log");
+
+    let mut stream = jetstream
+        .get_stream(names::COMMANDS_STREAM)
+        .await
+        .expect("stream");
+    let info = stream.info().await.expect("stream info");
+    assert!(info.config.allow_direct, "direct reads turned on");
+    assert_eq!(
+        info.config.max_messages_per_subject, 64,
+        "other settings kept"
+    );
+    assert_eq!(info.state.messages, 1, "the stored command is kept");
+    let latest = log
+        .latest_command(&command.key())
+        .await
+        .expect("latest command");
+    assert_eq!(latest, Some((seq, command)));
+}
