@@ -51,52 +51,33 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     env::create_and_wait(&stack.log, &client, "g", args.gateways, args.replicas, 16).await?;
 
     // Our Get: one caller, round-robin over the gateways.
-    let mut kv_runs = Vec::new();
-    for _ in 0..args.runs {
-        let mut latencies = Vec::with_capacity(args.calls);
-        for call in 0..args.calls {
-            let request = GetGatewayRequest {
-                namespace: "bench".into(),
-                gateway_id: format!("g{}", call % args.gateways),
-            };
-            let started = Instant::now();
+    let kv_runs = time_reads(args.runs, args.calls, args.replicas, "GetGateway", |call| {
+        let request = GetGatewayRequest {
+            namespace: "bench".into(),
+            gateway_id: format!("g{}", call % args.gateways),
+        };
+        let client = &client;
+        async move {
             let response = client
                 .get_gateway(&request)
                 .await
-                .map_err(|error| anyhow::anyhow!("GetGateway: {error}"))?
-                .into_inner();
-            latencies.push(started.elapsed());
-            anyhow::ensure!(
-                response.instances.len() == args.replicas as usize,
-                "GetGateway answered {} instances",
-                response.instances.len()
-            );
+                .map_err(|error| anyhow::anyhow!("GetGateway: {error}"))?;
+            Ok(response.into_inner().instances.len())
         }
-        kv_runs.push(Percentiles::of(&latencies));
-    }
+    })
+    .await?;
     // The same reads without the API around them: what the KV read itself costs.
-    let mut read_runs = Vec::new();
-    for _ in 0..args.runs {
-        let mut latencies = Vec::with_capacity(args.calls);
-        for call in 0..args.calls {
-            let key = GatewayKey::new("bench", format!("g{}", call % args.gateways));
-            let started = Instant::now();
-            let instances = stack
-                .log
-                .load_record(&key)
-                .await?
-                .record
-                .map(|record| record.proto_instances())
-                .unwrap_or_default();
-            latencies.push(started.elapsed());
-            anyhow::ensure!(
-                instances.len() == args.replicas as usize,
-                "the record holds {} instances",
-                instances.len()
-            );
+    let read_runs = time_reads(args.runs, args.calls, args.replicas, "KV read", |call| {
+        let key = GatewayKey::new("bench", format!("g{}", call % args.gateways));
+        let log = &stack.log;
+        async move {
+            let record = log.load_record(&key).await?.record;
+            Ok(record
+                .map(|record| record.proto_instances().len())
+                .unwrap_or(0))
         }
-        read_runs.push(Percentiles::of(&latencies));
-    }
+    })
+    .await?;
     stack.stop().await;
 
     let docker_runs = if args.docker_gateways > 0 {
@@ -193,27 +174,58 @@ async fn container_list_get(args: &Args) -> anyhow::Result<Vec<Percentiles>> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
-        let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            let mut latencies = Vec::with_capacity(args.docker_calls);
-            for call in 0..args.docker_calls {
+        let (docker, namespace) = (&docker, &namespace);
+        let runs = time_reads(
+            args.runs,
+            args.docker_calls,
+            args.replicas,
+            "ContainerList",
+            |call| {
                 let gateway_id = format!("g{}", call % args.docker_gateways);
-                let started = Instant::now();
-                let response = list_based_get(&docker, &namespace, &gateway_id).await?;
-                latencies.push(started.elapsed());
-                anyhow::ensure!(
-                    response.instances.len() == args.replicas as usize,
-                    "ContainerList found {} containers",
-                    response.instances.len()
-                );
-            }
-            runs.push(Percentiles::of(&latencies));
-        }
+                async move {
+                    let response = list_based_get(docker, namespace, &gateway_id).await?;
+                    Ok(response.instances.len())
+                }
+            },
+        )
+        .await?;
         anyhow::Ok(runs)
     }
     .await;
     env::remove_namespace_containers(&namespace);
     result
+}
+
+/// Times `calls` reads one after another, `runs` times (one set of percentiles per run).
+/// `read(call)` makes the read (what it does before its future starts is not timed) and
+/// answers with how many instances it found, which must be `replicas`.
+async fn time_reads<F, Fut>(
+    runs: usize,
+    calls: usize,
+    replicas: u32,
+    what: &str,
+    mut read: F,
+) -> anyhow::Result<Vec<Percentiles>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let mut percentiles = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut latencies = Vec::with_capacity(calls);
+        for call in 0..calls {
+            let pending = read(call);
+            let started = Instant::now();
+            let found = pending.await?;
+            latencies.push(started.elapsed());
+            anyhow::ensure!(
+                found == replicas as usize,
+                "{what} found {found} instances, not {replicas}"
+            );
+        }
+        percentiles.push(Percentiles::of(&latencies));
+    }
+    Ok(percentiles)
 }
 
 /// GetGateway the original way: list the gateway's containers by label and map them.

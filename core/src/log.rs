@@ -208,11 +208,7 @@ impl EventLog {
         let message = PublishMessage::build()
             .payload(command.encode().into())
             .expected_last_subject_sequence(based_on_seq);
-        match self.send_command(command, message).await {
-            Ok(seq) => Ok(Some(seq)),
-            Err(LogError::Superseded(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
+        self.send_conditional_command(command, message).await
     }
 
     /// Stores the first command a gateway ever gets: only if its subject holds no command yet
@@ -228,6 +224,15 @@ impl EventLog {
             .payload(command.encode().into())
             .message_id(message_id)
             .expected_last_subject_sequence(0);
+        self.send_conditional_command(command, message).await
+    }
+
+    /// Sends a command published with a condition; a failed condition is `Ok(None)`.
+    async fn send_conditional_command(
+        &self,
+        command: &Command,
+        message: PublishMessage,
+    ) -> Result<Option<u64>> {
         match self.send_command(command, message).await {
             Ok(seq) => Ok(Some(seq)),
             Err(LogError::Superseded(_)) => Ok(None),

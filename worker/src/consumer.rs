@@ -173,11 +173,13 @@ impl Handler {
             delivered,
         );
         krane_core::telemetry::set_parent_from(&span, message.headers.as_ref());
-        self.handle_command(&message, &key).instrument(span).await;
+        self.handle_command(&message, &key, seq)
+            .instrument(span)
+            .await;
     }
 
-    async fn handle_command(&self, message: &Message, key: &GatewayKey) {
-        let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+    /// `seq`: the command's stream sequence (0 if unknown: then it is always reconciled).
+    async fn handle_command(&self, message: &Message, key: &GatewayKey, seq: u64) {
         let reconcile = self.reconciler.reconcile_command(key, seq);
         let outcome = tokio::select! {
             outcome = keep_alive(message, self.settings.ack_wait, reconcile) => outcome,

@@ -382,7 +382,7 @@ impl Reconciler {
         stored: StoredRecord,
         observed: &[ObservedContainer],
         failures: &BTreeMap<u32, FailedReplica>,
-    ) -> Result<StoredRecord, ReconcileError> {
+    ) -> Result<(), ReconcileError> {
         let facts = plan::observations(
             key,
             desired,
@@ -391,7 +391,8 @@ impl Reconciler {
             failures,
             &self.host,
         );
-        self.publish(key, stored, facts).await
+        self.publish(key, stored, facts).await?;
+        Ok(())
     }
 
     /// Reports only the replicas in `failures`: used when the engine could not be listed, so
