@@ -1,8 +1,8 @@
 //! `krane-api` flags; each can also be set through the environment variable named with it.
 
 use clap::Parser;
-use krane_core::log::NatsArgs;
-use krane_core::metrics::MetricsArgs;
+use krane_platform::metrics::MetricsArgs;
+use krane_store::NatsArgs;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]

@@ -1,25 +1,26 @@
 //! GatewayService handlers. Create, Update and Delete publish a command and fold it into the KV
 //! record before answering, so a Get right after shows the new intent (PENDING or TERMINATING
-//! instances); Get and List only read records (Watch is in [`crate::watch`]).
+//! instances); Get and List only read records (Watch is in the `watch` module).
 
+use crate::convert;
 use crate::errors::{invalid, storage};
 use axum::extract::State;
 use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
 use krane_core::command::Command;
-use krane_core::log::{EventLog, StoredRecord};
-use krane_core::record::GatewayRecord;
-use krane_core::spec::{GatewaySpec, validate_key, validate_namespace};
+use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::spec::{validate_key, validate_namespace};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, DeleteGatewayResponse,
     GatewayStatus, GatewaySummary, GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest,
     ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
+use krane_store::{Store, StoredRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub log: EventLog,
+    pub store: Store,
     /// Fires when the API shuts down: open watches end (`unavailable`) so draining finishes.
     pub stop: CancellationToken,
 }
@@ -30,20 +31,20 @@ pub async fn create_gateway(
     State(state): State<ApiState>,
     ConnectRequest(request): ConnectRequest<CreateGatewayRequest>,
 ) -> Reply<CreateGatewayResponse> {
-    let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
-    crate::observe::gateway(&key);
+    crate::rpc_telemetry::gateway(&key);
     // The common case, a gateway never seen before, is one conditional write and no read.
     let first = Command::create(spec.clone(), Vec::new());
     let absent = StoredRecord::absent();
     if let Some(seq) = state
-        .log
-        .publish_first_command(&first, &first.message_id(absent.revision))
+        .store
+        .publish_first_command(&first)
         .await
         .map_err(storage)?
     {
         state
-            .log
+            .store
             .project_command_onto(Some(absent), seq, &first)
             .await
             .map_err(storage)?;
@@ -52,15 +53,15 @@ pub async fn create_gateway(
             status: GatewayStatus::Pending as i32,
         }));
     }
-    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    let stored = state.store.load_record(&key).await.map_err(storage)?;
     if let Some(record) = &stored.record
-        && record.intent.desired() == Some(&spec)
-        && record.overall_status() != GatewayStatus::Failed
+        && record.intent.spec() == Some(&spec)
+        && record.overall_status() != InstanceStatus::Failed
     {
         // The same spec again: nothing to do. (A FAILED gateway is retried instead.)
         info!(gateway = %key, "create repeats the current spec; no-op");
         return Ok(ConnectResponse::new(CreateGatewayResponse {
-            status: record.overall_status() as i32,
+            status: convert::status_of(record.overall_status()) as i32,
         }));
     }
     let command = Command::create(spec, kept_placement(&stored));
@@ -76,12 +77,12 @@ pub async fn get_gateway(
     ConnectRequest(request): ConnectRequest<GetGatewayRequest>,
 ) -> Reply<GetGatewayResponse> {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
-    crate::observe::gateway(&key);
-    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    crate::rpc_telemetry::gateway(&key);
+    let stored = state.store.load_record(&key).await.map_err(storage)?;
     match stored.record {
         Some(record) if !record.is_gone() => Ok(ConnectResponse::new(GetGatewayResponse {
-            instances: record.proto_instances(),
-            gateway: record.intent.desired().map(GatewaySpec::to_request),
+            instances: convert::instances_of(&record),
+            gateway: convert::gateway_of(&record),
         })),
         _ => Err(ConnectError::new_not_found(format!(
             "gateway {key} not found"
@@ -95,9 +96,9 @@ pub async fn list_gateways(
     ConnectRequest(request): ConnectRequest<ListGatewaysRequest>,
 ) -> Reply<ListGatewaysResponse> {
     validate_namespace(&request.namespace).map_err(invalid)?;
-    crate::observe::namespace(&request.namespace);
+    crate::rpc_telemetry::namespace(&request.namespace);
     let records = state
-        .log
+        .store
         .namespace_records(&request.namespace)
         .await
         .map_err(storage)?;
@@ -113,9 +114,9 @@ fn summary(record: &GatewayRecord) -> GatewaySummary {
     GatewaySummary {
         namespace: record.namespace.clone(),
         gateway_id: record.gateway_id.clone(),
-        status: record.overall_status() as i32,
-        instances: record.proto_instances(),
-        gateway: record.intent.desired().map(GatewaySpec::to_request),
+        status: convert::status_of(record.overall_status()) as i32,
+        instances: convert::instances_of(record),
+        gateway: convert::gateway_of(record),
     }
 }
 
@@ -124,12 +125,12 @@ pub async fn delete_gateway(
     ConnectRequest(request): ConnectRequest<DeleteGatewayRequest>,
 ) -> Reply<DeleteGatewayResponse> {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
-    crate::observe::gateway(&key);
-    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    crate::rpc_telemetry::gateway(&key);
+    let stored = state.store.load_record(&key).await.map_err(storage)?;
     let already_deleting = stored
         .record
         .as_ref()
-        .is_none_or(|record| record.intent.desired().is_none());
+        .is_none_or(|record| record.intent.spec().is_none());
     if already_deleting {
         info!(gateway = %key, "delete of an unknown or already deleted gateway; no-op");
         return Ok(ConnectResponse::new(DeleteGatewayResponse {}));
@@ -147,14 +148,14 @@ pub async fn update_gateway(
     State(state): State<ApiState>,
     ConnectRequest(request): ConnectRequest<UpdateGatewayRequest>,
 ) -> Reply<UpdateGatewayResponse> {
-    let spec = GatewaySpec::from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
-    crate::observe::gateway(&key);
-    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    crate::rpc_telemetry::gateway(&key);
+    let stored = state.store.load_record(&key).await.map_err(storage)?;
     let exists = stored
         .record
         .as_ref()
-        .is_some_and(|record| record.intent.desired().is_some());
+        .is_some_and(|record| record.intent.spec().is_some());
     if !exists {
         return Err(ConnectError::new_not_found(format!(
             "gateway {key} not found"
@@ -166,7 +167,7 @@ pub async fn update_gateway(
     let unchanged = stored
         .record
         .as_ref()
-        .is_some_and(|record| record.intent.desired() == Some(&spec));
+        .is_some_and(|record| record.intent.spec() == Some(&spec));
     if !unchanged {
         let command = Command::create(spec, kept_placement(&stored));
         let seq = store(&state, &stored, &command).await?;
@@ -192,12 +193,12 @@ async fn store(
     command: &Command,
 ) -> Result<u64, ConnectError> {
     let seq = state
-        .log
-        .publish_command(command, &command.message_id(stored.revision))
+        .store
+        .publish_command(command, stored.revision)
         .await
         .map_err(storage)?;
     state
-        .log
+        .store
         .project_command_onto(Some(stored.clone()), seq, command)
         .await
         .map_err(storage)?;

@@ -2,7 +2,7 @@
 //! (`""`) are SERVING while the API is connected to NATS and NOT_SERVING while it is not (calls
 //! would fail with `unavailable` then). The NATS connection is looked at every second.
 
-use krane_core::log::EventLog;
+use krane_store::Store;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -16,15 +16,15 @@ pub const SERVICES: [&str; 2] = ["", "krane.v1.GatewayService"];
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The health service, kept up to date with the NATS connection until `stop` fires.
-pub async fn service(log: EventLog, stop: CancellationToken) -> HealthServer<impl Health> {
+pub async fn service(store: Store, stop: CancellationToken) -> HealthServer<impl Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
-    report(&reporter, connected(&log)).await;
-    tokio::spawn(follow(reporter, log, stop));
+    report(&reporter, connected(&store)).await;
+    tokio::spawn(follow(reporter, store, stop));
     service
 }
 
-fn connected(log: &EventLog) -> bool {
-    log.jetstream().client().connection_state() == async_nats::connection::State::Connected
+fn connected(store: &Store) -> bool {
+    store.is_connected()
 }
 
 async fn report(reporter: &HealthReporter, connected: bool) {
@@ -38,14 +38,14 @@ async fn report(reporter: &HealthReporter, connected: bool) {
     }
 }
 
-async fn follow(reporter: HealthReporter, log: EventLog, stop: CancellationToken) {
-    let mut was = connected(&log);
+async fn follow(reporter: HealthReporter, store: Store, stop: CancellationToken) {
+    let mut was = connected(&store);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(CHECK_EVERY) => {}
         }
-        let now = connected(&log);
+        let now = connected(&store);
         if now != was {
             info!(serving = now, "health changed with the NATS connection");
             report(&reporter, now).await;

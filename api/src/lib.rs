@@ -4,12 +4,13 @@
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
+//! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
 //! - [`auth`]: optional bearer-token authentication of every call.
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
-//! - [`observe`]: the span and the metrics of every call.
+//! - [`rpc_telemetry`]: the span and the metrics of every call.
 //!
 //! One port serves Connect (JSON and binary, HTTP/1.1 and h2c), gRPC and gRPC-Web, told apart
 //! by content type (connectrpc-axum in front of tonic), with gRPC health and server reflection.
@@ -17,17 +18,18 @@
 pub mod auth;
 pub mod config;
 pub mod connect_reflection;
+pub mod convert;
 pub mod decode;
 pub mod errors;
 pub mod gateways;
 pub mod health;
-pub mod observe;
 pub mod refusal;
+pub mod rpc_telemetry;
 pub mod watch;
 
 use connectrpc_axum::MakeServiceBuilder;
-use krane_core::log::EventLog;
 use krane_proto::krane::v1::gateway_service_connect::GatewayServiceTonicCompatibleBuilder;
+use krane_store::Store;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +58,7 @@ impl std::fmt::Debug for ApiOptions {
 /// Serves the API on `listener` until `stop` fires, then drains open requests.
 pub async fn serve(
     listener: TcpListener,
-    log: EventLog,
+    store: Store,
     options: ApiOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -74,7 +76,7 @@ pub async fn serve(
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
         .with_state(gateways::ApiState {
-            log: log.clone(),
+            store: store.clone(),
             stop: stop.clone(),
         })
         .build();
@@ -83,7 +85,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let health = health::service(log, stop.clone()).await;
+    let health = health::service(store, stop.clone()).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(krane_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -99,7 +101,7 @@ pub async fn serve(
         .build();
     // Outermost first: span and metrics, credentials, the body check, Connect/gRPC dispatch.
     let service = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(observe::observe_rpc))
+        .layer(axum::middleware::from_fn(rpc_telemetry::trace_rpc))
         .option_layer(
             auth.map(|auth| axum::middleware::from_fn_with_state(auth, auth::require_bearer)),
         )

@@ -14,7 +14,7 @@ const NATS_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ApiConfig::parse();
-    let telemetry = match krane_core::telemetry::init(config.log_json, "krane-api") {
+    let telemetry = match krane_platform::telemetry::init(config.log_json, "krane-api") {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("krane-api: {error}");
@@ -36,10 +36,10 @@ async fn main() -> ExitCode {
 
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    krane_core::shutdown::cancel_on_signal(stop.clone());
-    krane_api::observe::register_metrics();
+    krane_platform::shutdown::cancel_on_signal(stop.clone());
+    krane_api::rpc_telemetry::register_metrics();
     config.metrics.serve(stop.clone()).await?;
-    let log = krane_core::log::connect(&config.nats, "krane-api", NATS_REQUEST_TIMEOUT)
+    let store = krane_store::connect(&config.nats, "krane-api", NATS_REQUEST_TIMEOUT)
         .await
         .map_err(|error| {
             anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats.nats_url)
@@ -50,7 +50,7 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let options = krane_api::ApiOptions {
         auth_token: config.auth_token,
     };
-    krane_api::serve(listener, log, options, stop).await?;
+    krane_api::serve(listener, store, options, stop).await?;
     info!("krane-api stopped");
     Ok(())
 }

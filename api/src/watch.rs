@@ -7,16 +7,17 @@
 //! revision, so no change falls between the two. When the API shuts down or NATS breaks the
 //! watch, the stream ends with `unavailable` (watch again), never as if the gateway were gone.
 
+use crate::convert;
 use crate::errors::{invalid, storage};
 use crate::gateways::ApiState;
 use axum::extract::State;
 use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse, StreamBody};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
-use krane_core::log::{Result as LogResult, StoredRecord};
 use krane_core::record::GatewayRecord;
-use krane_core::spec::{GatewaySpec, validate_key};
+use krane_core::spec::validate_key;
 use krane_proto::krane::v1::{WatchGatewayRequest, WatchGatewayResponse};
+use krane_store::{Result as StoreResult, StoredRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -28,8 +29,8 @@ pub async fn watch_gateway(
 ) -> Result<ConnectResponse<StreamBody<impl Stream<Item = Update> + Send + 'static>>, ConnectError>
 {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
-    crate::observe::gateway(&key);
-    let stored = state.log.load_record(&key).await.map_err(storage)?;
+    crate::rpc_telemetry::gateway(&key);
+    let stored = state.store.load_record(&key).await.map_err(storage)?;
     let first = match &stored.record {
         Some(record) if !record.is_gone() => snapshot(record),
         _ => {
@@ -39,7 +40,7 @@ pub async fn watch_gateway(
         }
     };
     let changes = state
-        .log
+        .store
         .watch_record(&key, stored.revision)
         .await
         .map_err(storage)?;
@@ -55,7 +56,7 @@ pub async fn watch_gateway(
 
 /// What the stream needs between two updates.
 struct Follow {
-    changes: BoxStream<'static, LogResult<StoredRecord>>,
+    changes: BoxStream<'static, StoreResult<StoredRecord>>,
     /// The state last sent.
     last: WatchGatewayResponse,
     stop: CancellationToken,
@@ -92,8 +93,8 @@ async fn next(follow: Option<Follow>) -> Option<(Update, Option<Follow>)> {
 /// What GetGateway answers, plus the overall status.
 fn snapshot(record: &GatewayRecord) -> WatchGatewayResponse {
     WatchGatewayResponse {
-        instances: record.proto_instances(),
-        gateway: record.intent.desired().map(GatewaySpec::to_request),
-        status: record.overall_status() as i32,
+        instances: convert::instances_of(record),
+        gateway: convert::gateway_of(record),
+        status: convert::status_of(record.overall_status()) as i32,
     }
 }

@@ -26,7 +26,7 @@ fn request(replicas: u32) -> GatewayRequest {
 }
 
 fn spec(replicas: u32) -> GatewaySpec {
-    GatewaySpec::from_request(Some(&request(replicas))).expect("valid")
+    krane_api::convert::spec_from_request(Some(&request(replicas))).expect("valid")
 }
 
 fn command(replicas: u32) -> Command {
@@ -70,14 +70,14 @@ fn record(replicas: u32) -> GatewayRecord {
 fn validation(c: &mut Criterion) {
     let valid = request(3);
     c.bench_function("validate/valid", |b| {
-        b.iter(|| GatewaySpec::from_request(Some(black_box(&valid))))
+        b.iter(|| krane_api::convert::spec_from_request(Some(black_box(&valid))))
     });
     let invalid = GatewayRequest {
         image: "Not A Valid::Image".into(),
         ..request(3)
     };
     c.bench_function("validate/invalid_image", |b| {
-        b.iter(|| GatewaySpec::from_request(Some(black_box(&invalid))))
+        b.iter(|| krane_api::convert::spec_from_request(Some(black_box(&invalid))))
     });
 }
 
@@ -118,15 +118,15 @@ fn records(c: &mut Criterion) {
     });
     for replicas in [3, 64] {
         let record = record(replicas);
-        let encoded = record.encode();
+        let encoded = krane_core::codec::encode(&record).expect("encodes");
         c.bench_function(&format!("record/encode/{replicas}"), |b| {
-            b.iter(|| black_box(&record).encode())
+            b.iter(|| krane_core::codec::encode(black_box(&record)))
         });
         c.bench_function(&format!("record/decode/{replicas}"), |b| {
-            b.iter(|| GatewayRecord::decode(black_box(&encoded)))
+            b.iter(|| krane_core::codec::decode::<GatewayRecord>(black_box(&encoded)))
         });
         c.bench_function(&format!("record/proto_instances/{replicas}"), |b| {
-            b.iter(|| black_box(&record).proto_instances())
+            b.iter(|| krane_api::convert::instances_of(black_box(&record)))
         });
     }
 }

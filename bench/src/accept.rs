@@ -61,9 +61,8 @@ struct Row {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
-    let payload_len = Command::create(sample_spec("ns", "gw"), Vec::new())
-        .encode()
-        .len();
+    let payload_len =
+        krane_core::codec::encode(&Command::create(sample_spec("ns", "gw"), Vec::new()))?.len();
     let mut rows = Vec::new();
     for &fsync in &args.fsync {
         let nats = Nats::start(fsync).await?;
@@ -179,7 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 }
 
 fn sample_spec(namespace: &str, gateway_id: &str) -> GatewaySpec {
-    GatewaySpec::from_request(Some(&env::gateway_request(namespace, gateway_id, 3)))
+    krane_api::convert::spec_from_request(Some(&env::gateway_request(namespace, gateway_id, 3)))
         .expect("the sample request is valid")
 }
 
@@ -307,7 +306,7 @@ async fn synchronous_baseline(calls: usize, replicas: u32) -> anyhow::Result<Vec
     let mut latencies = Vec::new();
     let result = async {
         for call in 0..calls {
-            let spec = GatewaySpec::from_request(Some(&env::gateway_request(
+            let spec = krane_api::convert::spec_from_request(Some(&env::gateway_request(
                 &namespace,
                 &format!("sync{call}"),
                 replicas,

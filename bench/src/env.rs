@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 use futures::StreamExt;
-use krane_core::log::{EventLog, NatsArgs};
 use krane_core::names;
-use krane_core::record::GatewayRecord;
+use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_proto::krane::v1::CreateGatewayRequest;
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient;
-use krane_proto::krane::v1::{CreateGatewayRequest, GatewayStatus};
+use krane_store::{NatsArgs, Store};
 use krane_tests::NatsServer;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -57,8 +57,8 @@ impl Nats {
         self.server.url()
     }
 
-    pub async fn log(&self) -> anyhow::Result<EventLog> {
-        krane_core::log::connect(
+    pub async fn log(&self) -> anyhow::Result<Store> {
+        krane_store::connect(
             &NatsArgs::url(self.url()),
             "krane-bench",
             Duration::from_secs(10),
@@ -76,7 +76,7 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn start(log: EventLog) -> anyhow::Result<Self> {
+    pub async fn start(log: Store) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -124,7 +124,7 @@ pub fn client_for(addr: SocketAddr) -> anyhow::Result<GatewayServiceClient> {
 pub fn start_worker(
     nats_url: &str,
     host_id: &str,
-    log: EventLog,
+    log: Store,
     runtime: std::sync::Arc<dyn krane_worker::runtime::ContainerRuntime>,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
@@ -134,7 +134,7 @@ pub fn start_worker(
 
 /// Waits until `count` hosts heartbeat (workers announce themselves at start), then long
 /// enough for every worker to have refreshed its view of live hosts (placement uses it).
-pub async fn wait_for_hosts(log: &EventLog, count: usize) -> anyhow::Result<()> {
+pub async fn wait_for_hosts(log: &Store, count: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while log.live_hosts().await?.len() < count {
         anyhow::ensure!(
@@ -149,7 +149,7 @@ pub async fn wait_for_hosts(log: &EventLog, count: usize) -> anyhow::Result<()> 
 
 /// Follows the gateways bucket until `count` distinct records are RUNNING; returns when so.
 /// Start it (spawn it) before the creates so no update is missed.
-pub async fn watch_running(log: EventLog, count: usize) -> anyhow::Result<()> {
+pub async fn watch_running(log: Store, count: usize) -> anyhow::Result<()> {
     let bucket = log
         .jetstream()
         .get_key_value(names::GATEWAYS_BUCKET)
@@ -162,8 +162,8 @@ pub async fn watch_running(log: EventLog, count: usize) -> anyhow::Result<()> {
             anyhow::bail!("the bucket watch ended");
         };
         let entry = entry?;
-        if let Ok(record) = GatewayRecord::decode(&entry.value)
-            && record.overall_status() == GatewayStatus::Running
+        if let Ok(record) = krane_core::codec::decode::<GatewayRecord>(&entry.value)
+            && record.overall_status() == InstanceStatus::Running
         {
             running.insert(entry.key);
         }
@@ -193,10 +193,14 @@ where
 pub use krane_tests::docker::remove_namespace_containers;
 
 /// The local Docker engine through krane's own runtime (version-negotiated bollard).
-pub async fn docker_runtime() -> anyhow::Result<krane_worker::docker::DockerRuntime> {
-    krane_worker::docker::DockerRuntime::connect(None, Default::default(), Duration::from_secs(60))
-        .await
-        .context("connect to the Docker engine")
+pub async fn docker_runtime() -> anyhow::Result<krane_worker::runtime::docker::DockerRuntime> {
+    krane_worker::runtime::docker::DockerRuntime::connect(
+        None,
+        Default::default(),
+        Duration::from_secs(60),
+    )
+    .await
+    .context("connect to the Docker engine")
 }
 
 /// Creates gateways `<prefix>0` … in namespace `bench` through the API, `concurrency` at once.
@@ -222,7 +226,7 @@ pub async fn create_many(
 
 /// [`create_many`], then waits until every one of them is RUNNING in KV.
 pub async fn create_and_wait(
-    log: &EventLog,
+    log: &Store,
     client: &GatewayServiceClient,
     prefix: &str,
     count: usize,
@@ -241,7 +245,7 @@ pub async fn create_and_wait(
 pub struct Stack {
     /// Kept so the server lives as long as the stack.
     _nats: Nats,
-    pub log: EventLog,
+    pub log: Store,
     pub api: Api,
     stop: CancellationToken,
     worker: JoinHandle<anyhow::Result<()>>,

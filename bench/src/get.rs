@@ -8,11 +8,10 @@ use crate::stats::{Percentiles, Table, cell, median};
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
 use krane_core::names::{self, GatewayKey};
-use krane_core::spec::GatewaySpec;
 use krane_proto::krane::v1::{
     GatewayInstance, GatewayStatus, GetGatewayRequest, GetGatewayResponse,
 };
-use krane_worker::fake::FakeRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
 use krane_worker::runtime::{ContainerRuntime, ReplicaContainer};
 use serde_json::json;
 use std::collections::HashMap;
@@ -73,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         async move {
             let record = log.load_record(&key).await?.record;
             Ok(record
-                .map(|record| record.proto_instances().len())
+                .map(|record| krane_api::convert::instances_of(&record).len())
                 .unwrap_or(0))
         }
     })
@@ -155,7 +154,7 @@ async fn container_list_get(args: &Args) -> anyhow::Result<Vec<Percentiles>> {
     let result = async {
         let containers: Vec<ReplicaContainer> = (0..args.docker_gateways)
             .flat_map(|gateway| {
-                let spec = GatewaySpec::from_request(Some(&env::gateway_request(
+                let spec = krane_api::convert::spec_from_request(Some(&env::gateway_request(
                     &namespace,
                     &format!("g{gateway}"),
                     args.replicas,

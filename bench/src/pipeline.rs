@@ -5,8 +5,8 @@
 
 use crate::env::{self, Api, Fsync, Nats};
 use crate::stats::{Table, cell, median};
-use krane_worker::fake::FakeRuntime;
 use krane_worker::runtime::ContainerRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,7 +5,6 @@
 
 use crate::env::{self, Stack};
 use crate::stats::{Table, cell, median, ms};
-use krane_core::spec::GatewaySpec;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayStatus, GetGatewayRequest,
 };
@@ -173,16 +172,17 @@ async fn measure_all(args: &Args, namespace: &str) -> anyhow::Result<serde_json:
 }
 
 fn replica_containers(namespace: &str, gateway_id: &str, replicas: u32) -> Vec<ReplicaContainer> {
-    let spec =
-        GatewaySpec::from_request(Some(&env::gateway_request(namespace, gateway_id, replicas)))
-            .expect("valid request");
+    let spec = krane_api::convert::spec_from_request(Some(&env::gateway_request(
+        namespace, gateway_id, replicas,
+    )))
+    .expect("valid request");
     (0..replicas)
         .map(|replica| ReplicaContainer::for_replica(&spec, replica, "bench-raw"))
         .collect()
 }
 
 async fn remove(
-    docker: &krane_worker::docker::DockerRuntime,
+    docker: &krane_worker::runtime::docker::DockerRuntime,
     containers: &[ReplicaContainer],
 ) -> anyhow::Result<()> {
     futures::future::try_join_all(containers.iter().map(|c| docker.remove(&c.name))).await?;

@@ -3,6 +3,7 @@
 //! until done, failed or `--timeout` (`--detach` returns at once). Exit codes: 0 done,
 //! 1 failed (or the call was refused), 2 timed out.
 
+mod api;
 mod args;
 mod client;
 mod progress;

@@ -1,8 +1,8 @@
 //! Following a gateway until it reaches a goal, with a live per-replica display: one line per
 //! replica whenever its status, address or reason changes (works on terminals and in logs).
 
+use crate::api::Api;
 use crate::args::{Output, Target, Wait};
-use crate::client::Api;
 use futures::StreamExt;
 use krane_proto::krane::v1::{
     GatewayInstance, GatewayStatus, GetGatewayResponse, ListGatewaysResponse,

@@ -2,8 +2,8 @@
 //! live progress until done, JSON output for scripts, and exit codes 0 / 1 (failed) / 2 (timeout).
 
 use krane_tests::{Krane, unique_namespace};
-use krane_worker::fake::FakeRuntime;
 use krane_worker::runtime::RuntimeError;
+use krane_worker::runtime::fake::FakeRuntime;
 use std::process::Output;
 use std::sync::Arc;
 

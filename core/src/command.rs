@@ -45,8 +45,8 @@ impl Command {
         }
     }
 
-    /// The desired spec, or `None` when the gateway should not exist.
-    pub fn desired(&self) -> Option<&GatewaySpec> {
+    /// The spec this command asks for, or `None` when the gateway should not exist.
+    pub fn spec(&self) -> Option<&GatewaySpec> {
         match self {
             Self::Create { spec, .. } => Some(spec),
             Self::Delete { .. } => None,
@@ -63,7 +63,7 @@ impl Command {
 
     /// The host that should run `replica`, if it is wanted and placed.
     pub fn host_of(&self, replica: u32) -> Option<&str> {
-        let spec = self.desired()?;
+        let spec = self.spec()?;
         if replica >= spec.replicas {
             return None;
         }
@@ -73,39 +73,23 @@ impl Command {
 
     /// True when some wanted replica has no host yet.
     pub fn has_unplaced(&self) -> bool {
-        let replicas = self.desired().map_or(0, |spec| spec.replicas);
+        let replicas = self.spec().map_or(0, |spec| spec.replicas);
         (0..replicas).any(|replica| self.host_of(replica).is_none())
     }
 
     /// The replicas placed on `host_id`.
     pub fn replicas_on(&self, host_id: &str) -> Vec<u32> {
-        let replicas = self.desired().map_or(0, |spec| spec.replicas);
+        let replicas = self.spec().map_or(0, |spec| spec.replicas);
         (0..replicas)
             .filter(|replica| self.host_of(*replica) == Some(host_id))
             .collect()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain strings and integers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
-    }
-
-    /// `Nats-Msg-Id` for publishing this command on top of the record revision the caller saw:
-    /// a retried publish of the same decision is stored once, while the same command issued
-    /// again later (Create → Delete → Create) gets a new id because the revision moved on.
-    pub fn message_id(&self, seen_revision: u64) -> String {
-        let body = String::from_utf8_lossy(&self.encode()).into_owned();
-        crate::names::short_hash(&[&body, &seen_revision.to_string()])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec;
 
     fn spec() -> GatewaySpec {
         GatewaySpec {
@@ -125,17 +109,9 @@ mod tests {
             Command::create(spec(), vec!["h1".into(), "h2".into()]),
             Command::delete(&GatewayKey::new("ns", "gw")),
         ] {
-            assert_eq!(Command::decode(&command.encode()).ok(), Some(command));
+            let bytes = codec::encode(&command).expect("encodes");
+            assert_eq!(codec::decode::<Command>(&bytes).ok(), Some(command));
         }
-    }
-
-    #[test]
-    fn message_id_dedups_retries_but_not_later_repeats() {
-        let create = Command::create(spec(), vec![]);
-        assert_eq!(create.message_id(7), create.message_id(7));
-        assert_ne!(create.message_id(7), create.message_id(9));
-        let delete = Command::delete(&create.key());
-        assert_ne!(create.message_id(7), delete.message_id(7));
     }
 
     #[test]
@@ -152,13 +128,13 @@ mod tests {
     #[test]
     fn commands_without_placement_still_decode() {
         let legacy = br#"{"kind":"create","spec":{"namespace":"ns","gateway_id":"gw","workspace_id":"","image":"i","replicas":1,"cpu_millicores":10,"memory_mib":6}}"#;
-        let command = Command::decode(legacy).expect("decodes");
+        let command: Command = codec::decode(legacy).expect("decodes");
         assert!(command.placement().is_empty());
     }
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(Command::decode(b"{\"kind\":\"explode\"}").is_err());
-        assert!(Command::decode(b"\xff").is_err());
+        assert!(codec::decode::<Command>(b"{\"kind\":\"explode\"}").is_err());
+        assert!(codec::decode::<Command>(b"\xff").is_err());
     }
 }

@@ -41,14 +41,6 @@ impl InstanceObserved {
         GatewayKey::new(&self.namespace, &self.gateway_id)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
-    }
-
     /// True when both say the same thing about the replica (so publishing `self` is pointless).
     pub fn same_fact(&self, other: &Self) -> bool {
         self.template == other.template

@@ -1,31 +1,27 @@
-//! The model every krane binary shares. A command travels
-//! API → [`command`] on the commands stream → worker → Docker → [`event`] on the events stream →
-//! [`record`] in the KV bucket, which is a projection of both streams.
+//! krane-core: krane's model, and nothing else: no I/O, no NATS, no Docker, no wire types. A
+//! gateway's life in these types: a caller's intent is a [`command`] (a [`spec`] to run, or a
+//! delete); workers report what they see of each replica as an [`event`]; the [`record`] is the
+//! projection of both that reads are answered from.
 //!
-//! - [`spec`]: `GatewaySpec`, the validated form of a `krane.v1.GatewayRequest`.
+//! - [`spec`]: `GatewaySpec` and its validation (errors name the request field).
 //! - [`names`]: stream, subject, bucket, KV key and container names in one place.
 //! - [`command`]: what callers ask for (`Command::Create`, `Command::Delete`).
-//! - [`event`]: what workers observe (`InstanceObserved`).
-//! - [`record`]: the projection (`GatewayRecord`), pure and order-insensitive so it can be rebuilt.
-//! - [`log`]: the JetStream streams and KV bucket that hold all of the above.
-//! - [`telemetry`], [`otlp`], [`metrics`]: logs, trace export and context propagation, and the
-//!   Prometheus registry and `/metrics` listener of both binaries.
+//! - [`event`]: what workers observe of one replica (`InstanceObserved`).
+//! - [`record`]: the projection (`GatewayRecord`), a pure, order-insensitive fold of commands
+//!   and events, and what callers see of it (`InstanceView`, `InstanceStatus`).
+//! - [`placement`]: which live host runs which replica (pure).
+//! - [`codec`]: the one JSON encoding of everything stored.
 
+pub mod codec;
 pub mod command;
 pub mod event;
-pub mod hosts;
-pub mod log;
-pub mod metrics;
 pub mod names;
-pub mod otlp;
 pub mod placement;
 pub mod record;
-pub mod shutdown;
 pub mod spec;
-pub mod telemetry;
 
 pub use command::Command;
 pub use event::{InstanceObserved, ObservedState};
 pub use names::GatewayKey;
-pub use record::{GatewayRecord, InstanceView};
+pub use record::{GatewayRecord, InstanceStatus, InstanceView};
 pub use spec::{FieldError, GatewaySpec};

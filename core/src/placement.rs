@@ -1,5 +1,6 @@
-//! Placement: which live host runs which replica. Pure, so the API (at create/update time) and
-//! the workers' rescheduler (when a host is lost or one appears) decide alike.
+//! Placement: which live host runs which replica. Pure: a worker places a gateway's unplaced
+//! replicas when it handles the gateway's command, and the scheduler moves replicas off lost
+//! hosts; both decide with this function and store the result as a new command.
 //!
 //! Rules: a replica whose host is still live stays where it is (no needless moves); every other
 //! replica goes to the live host with the fewest replicas of this gateway, then the fewest
@@ -24,15 +25,7 @@ pub struct HostInfo {
     pub max_containers: Option<u32>,
 }
 
-impl HostInfo {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
-    }
-}
+impl HostInfo {}
 
 /// Places the `replicas` replicas of `gateway`, keeping `current[i]` where that host is live.
 pub fn place(

@@ -8,7 +8,6 @@
 use crate::command::Command;
 use crate::event::{InstanceObserved, ObservedState};
 use crate::names::GatewayKey;
-use krane_proto::krane::v1::{GatewayInstance, GatewayStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -31,13 +30,27 @@ pub struct Observation {
     pub event: InstanceObserved,
 }
 
+/// What callers are told of an instance (and, summed up, of a gateway). The API maps it to the
+/// wire's `krane.v1.GatewayStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    /// Wanted, not running (yet): being placed, pulled, created, started, or retried.
+    Pending,
+    /// Its container runs with the port published.
+    Running,
+    /// Could not be provisioned; the reason says why.
+    Failed,
+    /// No longer wanted; its container may still exist until removed.
+    Terminating,
+}
+
 /// One instance as GetGateway reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceView {
     pub id: String,
     pub replica: u32,
     pub address: String,
-    pub status: GatewayStatus,
+    pub status: InstanceStatus,
     pub reason: String,
     pub host_id: String,
 }
@@ -107,7 +120,7 @@ impl GatewayRecord {
 
     /// True once a deletion finished: GetGateway answers `not_found`.
     pub fn is_gone(&self) -> bool {
-        self.intent.desired().is_none() && self.instances().is_empty()
+        self.intent.spec().is_none() && self.instances().is_empty()
     }
 
     /// What callers see: one instance per wanted replica, as its placed host reports it
@@ -118,7 +131,7 @@ impl GatewayRecord {
     /// never listed twice, whatever other hosts still report about it.
     pub fn instances(&self) -> Vec<InstanceView> {
         let key = self.key();
-        let wanted = self.intent.desired();
+        let wanted = self.intent.spec();
         let replicas = wanted.map_or(0, |spec| spec.replicas);
         let template = wanted.map(|spec| spec.template());
         let mut views = Vec::new();
@@ -136,16 +149,16 @@ impl GatewayRecord {
                 // Still serving the previous spec until its turn in a rolling update: it keeps
                 // its address, so callers keep routing to it.
                 (None, Some(old)) => (
-                    GatewayStatus::Running,
+                    InstanceStatus::Running,
                     old.address.clone(),
                     "running the previous spec until the rolling update replaces it".to_string(),
                 ),
                 (None, None) if host_id.is_empty() => (
-                    GatewayStatus::Pending,
+                    InstanceStatus::Pending,
                     String::new(),
                     "waiting for a live host to place it on".to_string(),
                 ),
-                (None, None) => (GatewayStatus::Pending, String::new(), String::new()),
+                (None, None) => (InstanceStatus::Pending, String::new(), String::new()),
             };
             views.push(InstanceView {
                 id: key.container_name(replica),
@@ -168,7 +181,7 @@ impl GatewayRecord {
                 id: key.container_name(replica),
                 replica,
                 address: seen.address.clone(),
-                status: GatewayStatus::Terminating,
+                status: InstanceStatus::Terminating,
                 reason: String::new(),
                 host_id: seen.host_id.clone(),
             });
@@ -176,49 +189,31 @@ impl GatewayRecord {
         views
     }
 
-    pub fn proto_instances(&self) -> Vec<GatewayInstance> {
-        self.instances()
-            .into_iter()
-            .map(|view| GatewayInstance {
-                id: view.id,
-                address: view.address,
-                status: view.status as i32,
-                reason: view.reason,
-                host_id: view.host_id,
-            })
-            .collect()
-    }
-
     /// One status for the whole gateway: RUNNING when every instance runs, FAILED when any
     /// failed, TERMINATING while deleting, else PENDING.
-    pub fn overall_status(&self) -> GatewayStatus {
+    pub fn overall_status(&self) -> InstanceStatus {
         let instances = self.instances();
-        if self.intent.desired().is_none() {
-            return GatewayStatus::Terminating;
+        if self.intent.spec().is_none() {
+            return InstanceStatus::Terminating;
         }
-        if instances.iter().any(|i| i.status == GatewayStatus::Failed) {
-            GatewayStatus::Failed
-        } else if instances.iter().all(|i| i.status == GatewayStatus::Running) {
-            GatewayStatus::Running
+        if instances.iter().any(|i| i.status == InstanceStatus::Failed) {
+            InstanceStatus::Failed
+        } else if instances
+            .iter()
+            .all(|i| i.status == InstanceStatus::Running)
+        {
+            InstanceStatus::Running
         } else {
-            GatewayStatus::Pending
+            InstanceStatus::Pending
         }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
     }
 }
 
-fn status_of(state: ObservedState) -> GatewayStatus {
+fn status_of(state: ObservedState) -> InstanceStatus {
     match state {
-        ObservedState::Pending | ObservedState::Gone => GatewayStatus::Pending,
-        ObservedState::Running => GatewayStatus::Running,
-        ObservedState::Failed => GatewayStatus::Failed,
+        ObservedState::Pending | ObservedState::Gone => InstanceStatus::Pending,
+        ObservedState::Running => InstanceStatus::Running,
+        ObservedState::Failed => InstanceStatus::Failed,
     }
 }
 
@@ -268,18 +263,18 @@ mod tests {
         }
     }
 
-    fn statuses(record: &GatewayRecord) -> Vec<GatewayStatus> {
+    fn statuses(record: &GatewayRecord) -> Vec<InstanceStatus> {
         record.instances().iter().map(|i| i.status).collect()
     }
 
     #[test]
     fn a_new_create_shows_one_pending_instance_per_replica() {
         let record = GatewayRecord::apply_command(None, 1, &create(3)).expect("record");
-        assert_eq!(statuses(&record), vec![GatewayStatus::Pending; 3]);
+        assert_eq!(statuses(&record), vec![InstanceStatus::Pending; 3]);
         let ids: Vec<_> = record.instances().into_iter().map(|i| i.id).collect();
         assert_eq!(ids[0], GatewayKey::new("ns", "gw").container_name(0));
         assert!(record.instances().iter().all(|i| i.address.is_empty()));
-        assert_eq!(record.overall_status(), GatewayStatus::Pending);
+        assert_eq!(record.overall_status(), InstanceStatus::Pending);
     }
 
     #[test]
@@ -289,9 +284,9 @@ mod tests {
         record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &template));
         record = GatewayRecord::apply_event(record, 2, &seen(1, ObservedState::Running, &template));
         let record = record.expect("record");
-        assert_eq!(statuses(&record), vec![GatewayStatus::Running; 2]);
+        assert_eq!(statuses(&record), vec![InstanceStatus::Running; 2]);
         assert_eq!(record.instances()[1].address, "10.0.0.1:30001");
-        assert_eq!(record.overall_status(), GatewayStatus::Running);
+        assert_eq!(record.overall_status(), InstanceStatus::Running);
     }
 
     #[test]
@@ -302,14 +297,14 @@ mod tests {
         let update = placed(spec(1, "img:2"));
         let record = GatewayRecord::apply_command(record, 2, &update);
         let updating = record.clone().expect("record");
-        assert_eq!(statuses(&updating), vec![GatewayStatus::Running]);
+        assert_eq!(statuses(&updating), vec![InstanceStatus::Running]);
         assert_eq!(updating.instances()[0].address, "10.0.0.1:30000");
         assert!(updating.instances()[0].reason.contains("previous spec"));
         // Once its replacement is announced, it is PENDING.
         let new = spec(1, "img:2").template();
         let record = GatewayRecord::apply_event(record, 2, &seen(0, ObservedState::Pending, &new))
             .expect("record");
-        assert_eq!(statuses(&record), vec![GatewayStatus::Pending]);
+        assert_eq!(statuses(&record), vec![InstanceStatus::Pending]);
     }
 
     #[test]
@@ -319,9 +314,9 @@ mod tests {
         let record =
             GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Failed, &template))
                 .expect("record");
-        assert_eq!(record.instances()[0].status, GatewayStatus::Failed);
+        assert_eq!(record.instances()[0].status, InstanceStatus::Failed);
         assert_eq!(record.instances()[0].reason, "image not found");
-        assert_eq!(record.overall_status(), GatewayStatus::Failed);
+        assert_eq!(record.overall_status(), InstanceStatus::Failed);
     }
 
     #[test]
@@ -333,7 +328,7 @@ mod tests {
         record =
             GatewayRecord::apply_command(record, 2, &Command::delete(&GatewayKey::new("ns", "gw")));
         let terminating = record.clone().expect("record");
-        assert_eq!(statuses(&terminating), vec![GatewayStatus::Terminating; 2]);
+        assert_eq!(statuses(&terminating), vec![InstanceStatus::Terminating; 2]);
         assert!(!terminating.is_gone());
         record = GatewayRecord::apply_event(record, 3, &seen(0, ObservedState::Gone, ""));
         record = GatewayRecord::apply_event(record, 4, &seen(1, ObservedState::Gone, ""));
@@ -364,16 +359,16 @@ mod tests {
         assert_eq!(
             statuses(&scaled),
             vec![
-                GatewayStatus::Running,
-                GatewayStatus::Terminating,
-                GatewayStatus::Terminating
+                InstanceStatus::Running,
+                InstanceStatus::Terminating,
+                InstanceStatus::Terminating
             ]
         );
         record = GatewayRecord::apply_event(record, 9, &seen(1, ObservedState::Gone, ""));
         record = GatewayRecord::apply_event(record, 10, &seen(2, ObservedState::Gone, ""));
         assert_eq!(
             statuses(&record.expect("record")),
-            vec![GatewayStatus::Running]
+            vec![InstanceStatus::Running]
         );
     }
 
@@ -437,14 +432,18 @@ mod tests {
         assert_eq!(live, replay);
         assert_eq!(
             statuses(&live.expect("record")),
-            vec![GatewayStatus::Running; 2]
+            vec![InstanceStatus::Running; 2]
         );
     }
 
     #[test]
     fn records_round_trip_through_json() {
         let record = GatewayRecord::apply_command(None, 1, &create(2)).expect("record");
-        assert_eq!(GatewayRecord::decode(&record.encode()).ok(), Some(record));
+        let bytes = crate::codec::encode(&record).expect("encodes");
+        assert_eq!(
+            crate::codec::decode::<GatewayRecord>(&bytes).ok(),
+            Some(record)
+        );
     }
 
     fn seen_on(replica: u32, host: &str, state: ObservedState, template: &str) -> InstanceObserved {
@@ -480,7 +479,7 @@ mod tests {
         let pending = record.clone().expect("record");
         let views = pending.instances();
         assert_eq!(views.len(), 2, "replica 1 is listed once: {views:?}");
-        assert_eq!(views[1].status, GatewayStatus::Pending);
+        assert_eq!(views[1].status, InstanceStatus::Pending);
         assert_eq!(views[1].host_id, "a");
         record = GatewayRecord::apply_event(
             record,
@@ -488,7 +487,7 @@ mod tests {
             &seen_on(1, "a", ObservedState::Running, &template),
         );
         let views = record.expect("record").instances();
-        assert_eq!(views[1].status, GatewayStatus::Running);
+        assert_eq!(views[1].status, InstanceStatus::Running);
         assert_eq!(views[1].address, "a:30001");
     }
 
@@ -502,7 +501,7 @@ mod tests {
         assert!(
             views
                 .iter()
-                .all(|v| v.status == GatewayStatus::Pending && v.reason.contains("live host"))
+                .all(|v| v.status == InstanceStatus::Pending && v.reason.contains("live host"))
         );
     }
 

@@ -1,5 +1,7 @@
-//! `GatewaySpec`: a `krane.v1.GatewayRequest` that passed validation. Only specs exist past the
-//! API, so the worker never sees an id that could break a name, a label filter or a subject.
+//! `GatewaySpec`: what a Create or Update asks a gateway to be, once it passed validation. The
+//! API turns a `krane.v1.GatewayRequest` into a candidate spec and [`GatewaySpec::validate`]s it;
+//! only valid specs are stored, so the worker never sees an id that could break a name, a label
+//! filter or a subject. Field errors name the request's field path (`gateway.replicas`).
 //!
 //! Documented bounds (README "Validation"):
 //! - `namespace`, `gateway_id`: 1–63 chars of `[a-zA-Z0-9][a-zA-Z0-9_.-]*`
@@ -10,7 +12,6 @@
 //! - `memory_size_mib`: [`MIN_MEMORY_MIB`]–[`MAX_MEMORY_MIB`] (Docker refuses less than 6 MiB)
 
 use crate::names::{GatewayKey, short_hash};
-use krane_proto::krane::v1::GatewayRequest;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -32,7 +33,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,
             message: message.into(),
@@ -53,25 +54,25 @@ pub struct GatewaySpec {
 }
 
 impl GatewaySpec {
-    /// Validates a create request; `gateway` is the request's optional `gateway` field.
-    pub fn from_request(gateway: Option<&GatewayRequest>) -> Result<Self, FieldError> {
-        let gateway = gateway.ok_or_else(|| FieldError::new("gateway", "is required"))?;
-        let key = validate_key(&gateway.namespace, &gateway.gateway_id, "gateway.")?;
-        validate_workspace_id(&gateway.workspace_id)?;
-        validate_image(&gateway.image)?;
-        if !(1..=MAX_REPLICAS).contains(&gateway.replicas) {
+    /// Checks every field against the documented bounds; the error names the first bad field
+    /// by its path in the request (`gateway.<field>`).
+    pub fn validate(self) -> Result<Self, FieldError> {
+        validate_key(&self.namespace, &self.gateway_id, "gateway.")?;
+        validate_workspace_id(&self.workspace_id)?;
+        validate_image(&self.image)?;
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
             return Err(FieldError::new(
                 "gateway.replicas",
                 format!("must be between 1 and {MAX_REPLICAS}"),
             ));
         }
-        if !(MIN_CPU_MILLICORES..=MAX_CPU_MILLICORES).contains(&gateway.cpu_millicores) {
+        if !(MIN_CPU_MILLICORES..=MAX_CPU_MILLICORES).contains(&self.cpu_millicores) {
             return Err(FieldError::new(
                 "gateway.cpu_millicores",
                 format!("must be between {MIN_CPU_MILLICORES} and {MAX_CPU_MILLICORES}"),
             ));
         }
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&gateway.memory_size_mib) {
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(FieldError::new(
                 "gateway.memory_size_mib",
                 format!(
@@ -79,32 +80,11 @@ impl GatewaySpec {
                 ),
             ));
         }
-        Ok(Self {
-            namespace: key.namespace,
-            gateway_id: key.gateway_id,
-            workspace_id: gateway.workspace_id.clone(),
-            image: gateway.image.clone(),
-            replicas: gateway.replicas,
-            cpu_millicores: gateway.cpu_millicores,
-            memory_mib: gateway.memory_size_mib,
-        })
+        Ok(self)
     }
 
     pub fn key(&self) -> GatewayKey {
         GatewayKey::new(&self.namespace, &self.gateway_id)
-    }
-
-    /// The spec as the wire message it was validated from.
-    pub fn to_request(&self) -> GatewayRequest {
-        GatewayRequest {
-            namespace: self.namespace.clone(),
-            workspace_id: self.workspace_id.clone(),
-            gateway_id: self.gateway_id.clone(),
-            image: self.image.clone(),
-            replicas: self.replicas,
-            cpu_millicores: self.cpu_millicores,
-            memory_size_mib: self.memory_mib,
-        }
     }
 
     /// Hash of everything that shapes one replica's container. Replicas whose container carries
@@ -217,20 +197,20 @@ fn validate_image(image: &str) -> Result<(), FieldError> {
 mod tests {
     use super::*;
 
-    fn request() -> GatewayRequest {
-        GatewayRequest {
+    fn request() -> GatewaySpec {
+        GatewaySpec {
             namespace: "acme".into(),
             workspace_id: "ws_1".into(),
             gateway_id: "gw_1".into(),
             image: "krane-test-gateway:dev".into(),
             replicas: 3,
             cpu_millicores: 250,
-            memory_size_mib: 64,
+            memory_mib: 64,
         }
     }
 
-    fn field_of(request: GatewayRequest) -> &'static str {
-        match GatewaySpec::from_request(Some(&request)) {
+    fn field_of(request: GatewaySpec) -> &'static str {
+        match request.validate() {
             Ok(spec) => panic!("expected a field error, got {spec:?}"),
             Err(error) => error.field,
         }
@@ -238,24 +218,11 @@ mod tests {
 
     #[test]
     fn a_valid_request_becomes_a_spec() {
-        let spec = GatewaySpec::from_request(Some(&request())).expect("valid");
+        let spec = request().validate().expect("valid");
         assert_eq!(spec.replicas, 3);
         assert_eq!(spec.nano_cpus(), 250_000_000);
         assert_eq!(spec.memory_bytes(), 64 * 1024 * 1024);
         assert_eq!(spec.key(), GatewayKey::new("acme", "gw_1"));
-    }
-
-    #[test]
-    fn a_spec_turns_back_into_its_request() {
-        let spec = GatewaySpec::from_request(Some(&request())).expect("valid");
-        assert_eq!(spec.to_request(), request());
-    }
-
-    #[test]
-    fn missing_gateway_is_a_field_error_not_a_panic() {
-        let error = GatewaySpec::from_request(None).expect_err("must fail");
-        assert_eq!(error.field, "gateway");
-        assert_eq!(error.to_string(), "gateway: is required");
     }
 
     #[test]
@@ -283,7 +250,7 @@ mod tests {
         assert_eq!(field_of(r), "gateway.gateway_id");
         let mut r = request();
         r.gateway_id = "A0_.-z".into();
-        assert!(GatewaySpec::from_request(Some(&r)).is_ok());
+        assert!(r.validate().is_ok());
     }
 
     #[test]
@@ -301,20 +268,20 @@ mod tests {
         ] {
             let mut r = request();
             r.image = good.into();
-            assert!(GatewaySpec::from_request(Some(&r)).is_ok(), "{good}");
+            assert!(r.validate().is_ok(), "{good}");
         }
     }
 
     #[test]
     fn numbers_are_bounded() {
-        type Mutation = fn(&mut GatewayRequest);
+        type Mutation = fn(&mut GatewaySpec);
         let cases: [(Mutation, &str); 6] = [
             (|r| r.replicas = 0, "gateway.replicas"),
             (|r| r.replicas = MAX_REPLICAS + 1, "gateway.replicas"),
             (|r| r.cpu_millicores = 0, "gateway.cpu_millicores"),
             (|r| r.cpu_millicores = u32::MAX, "gateway.cpu_millicores"),
-            (|r| r.memory_size_mib = 5, "gateway.memory_size_mib"),
-            (|r| r.memory_size_mib = u64::MAX, "gateway.memory_size_mib"),
+            (|r| r.memory_mib = 5, "gateway.memory_size_mib"),
+            (|r| r.memory_mib = u64::MAX, "gateway.memory_size_mib"),
         ];
         for (mutate, field) in cases {
             let mut r = request();
@@ -327,7 +294,7 @@ mod tests {
     fn workspace_id_may_be_empty_but_not_hostile() {
         let mut r = request();
         r.workspace_id = String::new();
-        assert!(GatewaySpec::from_request(Some(&r)).is_ok());
+        assert!(r.validate().is_ok());
         let mut r = request();
         r.workspace_id = "a\nb".into();
         assert_eq!(field_of(r), "gateway.workspace_id");
@@ -335,7 +302,7 @@ mod tests {
 
     #[test]
     fn template_changes_with_what_shapes_a_container_only() {
-        let spec = GatewaySpec::from_request(Some(&request())).expect("valid");
+        let spec = request().validate().expect("valid");
         let mut scaled = spec.clone();
         scaled.replicas = 5;
         assert_eq!(spec.template(), scaled.template());

@@ -15,7 +15,7 @@ pub use client::{Protocol, RpcError, TestClient};
 pub use nats::NatsServer;
 
 use clap::Parser;
-use krane_core::log::EventLog;
+use krane_store::Store;
 use krane_worker::config::WorkerConfig;
 use krane_worker::runtime::ContainerRuntime;
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ pub fn unique_namespace(prefix: &str) -> String {
 pub struct Krane {
     pub nats: NatsServer,
     pub api_addr: SocketAddr,
-    pub log: EventLog,
+    pub store: Store,
     pub namespace: String,
     stop: CancellationToken,
     worker_stop: Option<CancellationToken>,
@@ -62,17 +62,17 @@ impl Krane {
     /// Starts NATS and the API only; the test runs workers itself (in-process or as processes).
     pub async fn start_without_worker(namespace: &str) -> Self {
         if std::env::var_os("KRANE_TEST_LOG").is_some() {
-            krane_core::telemetry::init_logging(false);
+            krane_platform::telemetry::init_logging(false);
         }
         docker::require_test_image().await;
         let nats = NatsServer::start().await;
-        let log = krane_core::log::connect(
-            &krane_core::log::NatsArgs::url(nats.url()),
+        let store = krane_store::connect(
+            &krane_store::NatsArgs::url(nats.url()),
             "krane-test",
             Duration::from_secs(5),
         )
         .await
-        .expect("open the JetStream log");
+        .expect("open the JetStream store");
         let stop = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -80,14 +80,14 @@ impl Krane {
         let api_addr = listener.local_addr().expect("API address");
         let api = tokio::spawn(krane_api::serve(
             listener,
-            log.clone(),
+            store.clone(),
             Default::default(),
             stop.clone(),
         ));
         Self {
             nats,
             api_addr,
-            log,
+            store,
             namespace: namespace.to_string(),
             stop,
             worker_stop: None,
@@ -130,7 +130,7 @@ impl Krane {
 
     /// Starts the worker (again) on the local Docker engine, with extra `krane-worker` flags.
     pub async fn start_worker(&mut self, extra_args: &[&str]) {
-        let runtime = krane_worker::docker::DockerRuntime::connect(
+        let runtime = krane_worker::runtime::docker::DockerRuntime::connect(
             None,
             Default::default(),
             Duration::from_secs(20),
@@ -143,11 +143,11 @@ impl Krane {
     /// Starts the worker (again) on any container runtime (e.g. the in-memory fake).
     pub fn start_worker_on(&mut self, runtime: Arc<dyn ContainerRuntime>, extra_args: &[&str]) {
         let config = worker_config(&self.nats.url(), &self.host_id(), extra_args);
-        let log = self.log.clone();
+        let store = self.store.clone();
         let stop = self.stop.child_token();
         self.worker_stop = Some(stop.clone());
         self.worker = Some(tokio::spawn(async move {
-            krane_worker::run(&config, log, runtime, stop).await
+            krane_worker::run(&config, store, runtime, stop).await
         }));
     }
 

@@ -2,7 +2,7 @@
 //! tests. A worker stopped here stops heartbeating like a lost host would.
 
 use crate::{Krane, worker_config};
-use krane_worker::docker::DockerRuntime;
+use krane_worker::runtime::docker::DockerRuntime;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -40,7 +40,7 @@ impl HostWorker {
         .await
         .unwrap_or_else(|error| panic!("engine {docker_host} for {host_id}: {error}"));
         let stop = CancellationToken::new();
-        let log = krane.log.clone();
+        let log = krane.store.clone();
         let token = stop.clone();
         let task =
             tokio::spawn(

@@ -27,7 +27,7 @@ async fn api_with_token(krane: &Krane) -> (SocketAddr, CancellationToken, JoinHa
         auth_token: Some(TOKEN.to_string()),
     };
     let api = tokio::spawn({
-        let log = krane.log.clone();
+        let log = krane.store.clone();
         let stop = stop.clone();
         async move {
             krane_api::serve(listener, log, options, stop)
@@ -140,7 +140,7 @@ async fn calls_without_the_right_bearer_token_are_unauthenticated() {
         assert_eq!(error.code, UNAUTHENTICATED, "gRPC {token:?}: {error:?}");
     }
     assert!(
-        krane.log.all_records().await.expect("records").is_empty(),
+        krane.store.all_records().await.expect("records").is_empty(),
         "refused calls stored nothing"
     );
 
@@ -177,7 +177,7 @@ async fn calls_without_the_right_bearer_token_are_unauthenticated() {
         .expect("Get with the token")
         .into_inner();
     assert_eq!(gateway.instances.len(), 1);
-    assert_eq!(krane.log.all_records().await.expect("records").len(), 4);
+    assert_eq!(krane.store.all_records().await.expect("records").len(), 4);
 
     // The harness's API has no token configured and keeps serving calls without one.
     krane

@@ -26,7 +26,7 @@ async fn a_gateway_converges_once_its_engine_is_back() {
     .await;
     let client = krane.client(Protocol::ConnectJson);
     eventually("the host is live", Duration::from_secs(10), || async {
-        (!krane.log.live_hosts().await.ok()?.is_empty()).then_some(())
+        (!krane.store.live_hosts().await.ok()?.is_empty()).then_some(())
     })
     .await;
 

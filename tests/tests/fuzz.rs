@@ -132,7 +132,7 @@ async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_store
     );
     // Whatever the fuzzer got accepted (mostly in its namespace, or one a garbled byte made
     // valid) is not in the kept namespace.
-    let records = krane.log.all_records().await.expect("records");
+    let records = krane.store.all_records().await.expect("records");
     for record in records.values() {
         assert!(
             record.namespace != kept_namespace || kept_ids.contains(&record.gateway_id.as_str()),
@@ -159,8 +159,8 @@ async fn stored_state(krane: &Krane, namespace: &str, ids: &[&str]) -> Vec<Strin
     let mut state = Vec::new();
     for id in ids {
         let key = GatewayKey::new(namespace, *id);
-        let stored = krane.log.load_record(&key).await.expect("load record");
-        let command = krane.log.latest_command(&key).await.expect("command");
+        let stored = krane.store.load_record(&key).await.expect("load record");
+        let command = krane.store.latest_command(&key).await.expect("command");
         assert!(stored.record.is_some(), "{id} stored");
         state.push(format!(
             "{:?} @{} {command:?}",

@@ -23,9 +23,12 @@ async fn container_ids(namespace: &str, id: &str) -> Vec<String> {
 async fn wait_worker_idle(krane: &Krane) {
     eventually("worker consumer drained", CONVERGE, || async {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = krane
-            .log
-            .commands_stream()
-            .get_consumer(&krane_worker::consumer_name(&krane.host_id()))
+            .store
+            .jetstream()
+            .get_consumer_from_stream(
+                krane_worker::consumer_name(&krane.host_id()),
+                krane_core::names::COMMANDS_STREAM,
+            )
             .await
             .ok()?;
         let info = consumer.info().await.ok()?;
@@ -63,7 +66,7 @@ async fn redelivered_create_makes_no_duplicate() {
 
     // The same command stored again (new message id): exactly what a redelivery looks like.
     let (_, command) = krane
-        .log
+        .store
         .latest_command(&krane_core::GatewayKey::new(&namespace, "dup"))
         .await
         .expect("read")
@@ -71,8 +74,9 @@ async fn redelivered_create_makes_no_duplicate() {
     assert!(matches!(command, Command::Create { .. }));
     for attempt in 0..3 {
         krane
-            .log
-            .publish_command(&command, &format!("redelivery-{attempt}"))
+            .store
+            // Another seen revision gives another message id: stored again, not deduplicated.
+            .publish_command(&command, 1_000 + attempt)
             .await
             .expect("publish duplicate");
     }
@@ -221,13 +225,13 @@ async fn replay_rebuilds_an_identical_projection() {
     wait_all_running(&client, &namespace, "resize", 1, CONVERGE).await;
     wait_worker_idle(&krane).await;
 
-    let before = krane.log.all_records().await.expect("records before");
+    let before = krane.store.all_records().await.expect("records before");
     assert_eq!(
         before.len(),
         3,
         "keep, resize and the deleted drop's tombstone"
     );
-    krane.log.rebuild_projection().await.expect("rebuild");
-    let after = krane.log.all_records().await.expect("records after");
+    krane.store.rebuild_projection().await.expect("rebuild");
+    let after = krane.store.all_records().await.expect("records after");
     assert_eq!(before, after);
 }

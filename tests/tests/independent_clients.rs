@@ -8,7 +8,7 @@
 //! `KRANE_BUF` and `KRANE_PY_CLIENTS`; without them the tests fail, never skip.
 
 use krane_tests::{Krane, eventually, unique_namespace};
-use krane_worker::fake::FakeRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -77,7 +77,7 @@ async fn gateways_spread_scale_roll_and_survive_host_loss_across_engines() {
     .await;
     let client = krane.client(Protocol::ConnectJson);
     eventually("both hosts live", Duration::from_secs(10), || async {
-        (krane.log.live_hosts().await.ok()?.len() == 2).then_some(())
+        (krane.store.live_hosts().await.ok()?.len() == 2).then_some(())
     })
     .await;
 

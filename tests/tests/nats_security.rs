@@ -2,7 +2,7 @@
 //! nats-servers that require them. Certificates are made on the spot with openssl.
 
 use clap::Parser;
-use krane_core::log::{NatsArgs, connect};
+use krane_store::{NatsArgs, connect};
 use krane_tests::NatsServer;
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::{UNAVAILABLE, gateway_request};
 use krane_tests::{Krane, Protocol, eventually, unique_namespace};
-use krane_worker::fake::FakeRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -6,8 +6,8 @@
 use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::{NOT_FOUND, gateway_request};
 use krane_tests::{Krane, Protocol, eventually, unique_namespace};
-use krane_worker::fake::FakeRuntime;
 use krane_worker::runtime::RuntimeError;
+use krane_worker::runtime::fake::FakeRuntime;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,13 +83,13 @@ async fn a_command_that_always_fails_ends_failed_without_blocking_others() {
     assert!(took >= Duration::from_secs(3), "no backoff: {took:?}");
     // The command is kept in the stream for inspection.
     let (_, kept) = krane
-        .log
+        .store
         .latest_command(&krane_core::GatewayKey::new(&namespace, "poison"))
         .await
         .expect("read")
         .expect("poison command still stored");
     assert_eq!(
-        kept.desired().map(|spec| spec.image.as_str()),
+        kept.spec().map(|spec| spec.image.as_str()),
         Some(POISON_IMAGE)
     );
     let poison_key = krane_core::GatewayKey::new(&namespace, "poison");
@@ -108,7 +108,7 @@ async fn undecodable_commands_are_terminated_and_do_not_stop_the_worker() {
     krane.start_worker_on(runtime, &[]);
     let subject = krane_core::GatewayKey::new(&namespace, "garbage").command_subject();
     krane
-        .log
+        .store
         .jetstream()
         .publish(subject, "{not json".into())
         .await

@@ -4,9 +4,9 @@
 
 use async_nats::jetstream::{self, stream};
 use krane_core::command::Command;
-use krane_core::log::EventLog;
 use krane_core::names;
-use krane_core::spec::GatewaySpec;
+use krane_store::Store;
+
 use krane_tests::NatsServer;
 use krane_tests::client::gateway_request;
 use std::time::Duration;
@@ -29,19 +29,21 @@ async fn a_commands_stream_without_direct_reads_is_upgraded_and_keeps_its_comman
         })
         .await
         .expect("old-style commands stream");
-    let spec = GatewaySpec::from_request(Some(&gateway_request("up", "old", 2))).expect("spec");
+    let spec = krane_api::convert::spec_from_request(Some(&gateway_request("up", "old", 2)))
+        .expect("spec");
     let command = Command::create(spec, Vec::new());
     let seq = jetstream
-        .publish(command.key().command_subject(), command.encode().into())
+        .publish(
+            command.key().command_subject(),
+            krane_core::codec::encode(&command).expect("encodes").into(),
+        )
         .await
         .expect("publish")
         .await
         .expect("stored")
         .sequence;
 
-    let log = EventLog::open(jetstream.clone())
-        .await
-        .expect("open the log");
+    let log = Store::open(jetstream.clone()).await.expect("open the log");
 
     let mut stream = jetstream
         .get_stream(names::COMMANDS_STREAM)

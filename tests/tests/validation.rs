@@ -45,6 +45,6 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
         assert_eq!(error.code, NOT_FOUND, "{protocol:?}");
     }
     // Nothing was stored by any of it.
-    let records = krane.log.all_records().await.expect("records");
+    let records = krane.store.all_records().await.expect("records");
     assert!(records.is_empty(), "{records:?}");
 }

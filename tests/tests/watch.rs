@@ -8,7 +8,7 @@ use krane_proto::krane::v1::{
 };
 use krane_tests::client::{INVALID_ARGUMENT, NOT_FOUND, WatchUpdates, gateway_request};
 use krane_tests::{Krane, Protocol, RpcError, eventually, unique_namespace};
-use krane_worker::fake::FakeRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! `krane-worker` flags; each can also be set through the environment variable named with it.
 
 use clap::{Parser, Subcommand};
-use krane_core::log::NatsArgs;
-use krane_core::metrics::MetricsArgs;
+use krane_platform::metrics::MetricsArgs;
+use krane_store::NatsArgs;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
@@ -80,8 +80,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_REGISTRY_SERVER")]
     pub registry_server: Option<String>,
 
-    /// Benchmarks only: no Docker engine; containers live in memory, and only these images
-    /// exist (comma-separated). Measures the worker binary without a container engine.
+    /// Benchmarks only (built with the `fake-runtime` feature, never shipped): no Docker
+    /// engine; containers live in memory, and only these images exist (comma-separated).
+    #[cfg(feature = "fake-runtime")]
     #[arg(long, hide = true, value_delimiter = ',', value_name = "IMAGES")]
     pub in_memory_runtime: Vec<String>,
 

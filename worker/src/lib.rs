@@ -1,87 +1,92 @@
 //! krane-worker: turns gateway commands into containers. One worker (or several sharing a
-//! consumer) runs per Docker host.
+//! consumer) runs per Docker host. [`run`] builds one [`Worker`](context::Worker) context and
+//! hands it to the intake and the reconcile (the host loops take the parts they use):
 //!
-//! - [`consumer`]: takes commands off the JetStream consumer, acks only after the work is done.
-//! - [`reconcile`]: level-triggered handling of one gateway: latest intent → plan → act → report.
-//! - [`resync`]: drift repair from the engine's event stream and a periodic full resync.
-//! - [`heartbeat`]: announces the host; [`scheduler`]: places replicas on live hosts and moves
-//!   them off lost ones.
-//! - [`plan`]: the pure decision (`plan`) and report (`observations`) logic.
-//! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine.
-//! - [`docker`]: `DockerRuntime`, the trait on bollard; [`fake`]: an in-memory one;
-//!   [`instrumented`]: any runtime with a span, latency and errors per call.
+//! - [`intake`]: what starts a reconcile: the commands consumer (with its pure retry
+//!   `policy`) and the drift resync.
+//! - [`reconcile`]: level-triggered handling of one gateway: latest intent → plan → act →
+//!   report; a rollout that must wait is requeued, never slept on.
+//! - [`hosts`]: the heartbeat, the view of live hosts, placing replicas and the scheduler that
+//!   moves them off lost hosts.
+//! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine, and its
+//!   implementations (Docker, instrumented, and an in-memory one for tests).
+//! - [`context`]: the `Worker` context every loop shares.
 //! - [`metrics`]: the worker's Prometheus metrics.
 //! - [`config`]: command-line flags and environment variables.
 //!
-//! Errors: modules return their own `thiserror` enums (`RuntimeError`, `LogError`,
+//! Errors: modules return their own `thiserror` enums (`RuntimeError`, `StoreError`,
 //! `ReconcileError`) because callers branch on them (retry or give up); the binary's edges use
 //! `anyhow`, where errors are only reported.
 
 pub mod config;
-pub mod consumer;
-pub mod docker;
-pub mod fake;
-pub mod heartbeat;
-pub mod instrumented;
+mod context;
+mod hosts;
+mod intake;
 pub mod metrics;
-pub mod plan;
-pub mod reconcile;
-pub mod resync;
+mod reconcile;
 pub mod runtime;
-pub mod scheduler;
+
+/// The pure planner, public for its benchmarks.
+pub use reconcile::plan;
 
 use crate::config::WorkerConfig;
-use crate::consumer::ConsumerSettings;
-use crate::plan::HostIdentity;
+use crate::context::Worker;
+use crate::hosts::HostIdentity;
+use crate::hosts::view::HostsView;
+use crate::intake::consumer::{self, ConsumerSettings};
+use crate::intake::resync::{self, ResyncSettings};
 use crate::reconcile::Reconciler;
-use crate::resync::ResyncSettings;
 use crate::runtime::ContainerRuntime;
 use anyhow::Context;
-use krane_core::hosts::HostsView;
-use krane_core::log::EventLog;
+use krane_store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Runs a worker on an open log and runtime until `stop` fires.
+/// Runs a worker on an open store and runtime until `stop` fires.
 pub async fn run(
     config: &WorkerConfig,
-    mut log: EventLog,
+    mut store: Store,
     runtime: Arc<dyn ContainerRuntime>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    if let Err(error) = log.set_host_timeout(config.host_timeout).await {
+    if let Err(error) = store.set_host_timeout(config.host_timeout).await {
         // Not fatal: heartbeats still work with the bucket's current timeout.
         tracing::warn!(%error, "cannot set the host timeout on the hosts bucket");
     }
-    let host = HostIdentity {
-        host_id: config.host_id(),
-        advertise_host: config.advertise_host.clone(),
-    };
-    let hosts = HostsView::default();
-    hosts.refresh(&log).await;
-    let reconciler = Arc::new(Reconciler::new(
-        log,
+    let worker = Worker {
+        store,
         runtime,
-        host.clone(),
+        host: HostIdentity {
+            host_id: config.host_id(),
+            advertise_host: config.advertise_host.clone(),
+        },
+        hosts: HostsView::default(),
+    };
+    worker.hosts.refresh(&worker.store).await;
+    let reconciler = Arc::new(Reconciler::new(
+        worker.clone(),
         config.replica_parallelism,
         config.rollout_timeout,
-        hosts.clone(),
     ));
     let background = [
-        tokio::spawn(heartbeat::run(
-            reconciler.clone(),
+        tokio::spawn(hosts::heartbeat::run(
+            worker.store.clone(),
+            worker.runtime.clone(),
+            worker.host.clone(),
             config.max_containers,
             config.host_timeout / 3,
             stop.clone(),
         )),
-        tokio::spawn(scheduler::run(
-            reconciler.clone(),
-            hosts,
+        tokio::spawn(hosts::scheduler::run(
+            worker.store.clone(),
+            worker.hosts.clone(),
+            worker.host.clone(),
             HOSTS_REFRESH,
             config.resync_interval,
             stop.clone(),
         )),
         tokio::spawn(resync::run(
+            worker.clone(),
             reconciler.clone(),
             ResyncSettings {
                 interval: config.resync_interval,
@@ -91,13 +96,13 @@ pub async fn run(
         )),
     ];
     let settings = ConsumerSettings {
-        durable_name: consumer_name(&host.host_id),
+        durable_name: consumer_name(&worker.host.host_id),
         concurrency: config.concurrency,
         max_attempts: config.max_attempts,
         ack_wait: config.ack_wait,
         grace: config.shutdown_grace,
     };
-    let consumed = consumer::run(reconciler, settings, stop.clone())
+    let consumed = consumer::run(worker, reconciler, settings, stop.clone())
         .await
         .context("command consumer failed");
     // Whatever ended the consumer, the background loops go with it.

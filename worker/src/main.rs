@@ -3,20 +3,19 @@
 
 use clap::Parser;
 use krane_worker::config::{WorkerCommand, WorkerConfig};
-use krane_worker::docker::{DockerRuntime, RegistryAuth};
-use krane_worker::fake::FakeRuntime;
-use krane_worker::instrumented::Instrumented;
 use krane_worker::runtime::ContainerRuntime;
+use krane_worker::runtime::docker::{DockerRuntime, RegistryAuth};
+use krane_worker::runtime::instrumented::Instrumented;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();
-    let telemetry = match krane_core::telemetry::init(config.log_json, "krane-worker") {
+    let telemetry = match krane_platform::telemetry::init(config.log_json, "krane-worker") {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("krane-worker: {error}");
@@ -38,9 +37,9 @@ async fn main() -> ExitCode {
 
 async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
-    krane_core::shutdown::cancel_on_signal(stop.clone());
+    krane_platform::shutdown::cancel_on_signal(stop.clone());
     let connect_nats = || async {
-        krane_core::log::connect(&config.nats, "krane-worker", Duration::from_secs(5))
+        krane_store::connect(&config.nats, "krane-worker", Duration::from_secs(5))
             .await
             .map_err(|error| {
                 anyhow::anyhow!("NATS at {} is not usable: {error}", config.nats.nats_url)
@@ -51,31 +50,37 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         println!("rebuilt {records} gateway records from the streams");
         return Ok(());
     }
-    let runtime: Arc<dyn ContainerRuntime> = if config.in_memory_runtime.is_empty() {
-        let auth = RegistryAuth {
-            username: config.registry_username.clone(),
-            password: config.registry_password.clone(),
-            server: config.registry_server.clone(),
-        };
-        let runtime =
-            DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
-                .await
-                .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
-        Arc::new(Instrumented::new(runtime))
-    } else {
-        warn!(images = ?config.in_memory_runtime, "in-memory runtime: no Docker engine is used");
+    let runtime = open_runtime(&config).await?;
+    let store = connect_nats().await?;
+    krane_worker::metrics::register_metrics();
+    config.metrics.serve(stop.clone()).await?;
+    info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
+    krane_worker::run(&config, store, runtime, stop).await?;
+    info!("krane-worker stopped");
+    Ok(())
+}
+
+/// The Docker engine, instrumented (or, in a benchmark build, the in-memory runtime).
+async fn open_runtime(config: &WorkerConfig) -> anyhow::Result<Arc<dyn ContainerRuntime>> {
+    #[cfg(feature = "fake-runtime")]
+    if !config.in_memory_runtime.is_empty() {
+        tracing::warn!(images = ?config.in_memory_runtime, "in-memory runtime: no Docker engine is used");
         let images: Vec<&str> = config
             .in_memory_runtime
             .iter()
             .map(String::as_str)
             .collect();
-        Arc::new(FakeRuntime::with_images(&images))
+        return Ok(Arc::new(
+            krane_worker::runtime::fake::FakeRuntime::with_images(&images),
+        ));
+    }
+    let auth = RegistryAuth {
+        username: config.registry_username.clone(),
+        password: config.registry_password.clone(),
+        server: config.registry_server.clone(),
     };
-    let log = connect_nats().await?;
-    krane_worker::metrics::register_metrics();
-    config.metrics.serve(stop.clone()).await?;
-    info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
-    krane_worker::run(&config, log, runtime, stop).await?;
-    info!("krane-worker stopped");
-    Ok(())
+    let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
+        .await
+        .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?;
+    Ok(Arc::new(Instrumented::new(runtime)))
 }

@@ -1,17 +1,16 @@
-//! The worker's Prometheus metrics, served by `krane_core::metrics` on `--metrics-listen`:
-//! commands by outcome, redeliveries, queue lag, reconcile durations, Docker calls (see
-//! [`crate::instrumented`]) and this host's instances by state.
+//! The worker's Prometheus metrics, served by `krane_platform::metrics` on `--metrics-listen`:
+//! commands by outcome, redeliveries, queue lag, reconcile durations, Docker calls (recorded by
+//! the runtime's `Instrumented` wrapper) and this host's instances by state. Callers pass plain
+//! labels, so this module depends on nothing else in the worker.
 //!
 //! Instances are counted from what this worker last reported for each gateway it reconciled
 //! (no extra NATS reads): the gauge is complete once the first resync after start has run, and
 //! workers that share a host each count the gateways they reconciled.
 
-use crate::reconcile::{Outcome, ReconcileError};
-use crate::runtime::RuntimeError;
 use krane_core::event::{InstanceObserved, ObservedState};
-use krane_core::metrics::{latency_buckets, register};
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
+use krane_platform::metrics::{latency_buckets, register};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -175,32 +174,21 @@ impl Drop for InFlight {
     }
 }
 
-pub fn reconciled(result: &Result<Outcome, ReconcileError>, took: Duration) {
-    let outcome = match result {
-        Ok(Outcome::Converged) => "converged",
-        Ok(Outcome::Failed {
-            permanent: true, ..
-        }) => "failed",
-        Ok(Outcome::Failed { .. }) => "retryable",
-        Err(_) => "error",
-    };
+/// One reconcile ended with `outcome` after `took`.
+pub fn reconciled(outcome: &'static str, took: Duration) {
     METRICS
         .reconciles
         .get_or_create(&OutcomeLabel { outcome })
         .observe(took.as_secs_f64());
 }
 
-pub fn docker_call(call: &'static str, took: Duration, error: Option<&RuntimeError>) {
+/// One engine call took `took`; `error_kind` names how it failed, if it did.
+pub fn docker_call(call: &'static str, took: Duration, error_kind: Option<&'static str>) {
     METRICS
         .docker_calls
         .get_or_create(&CallLabel { call })
         .observe(took.as_secs_f64());
-    if let Some(error) = error {
-        let kind = match error {
-            RuntimeError::Unavailable(_) => "unavailable",
-            RuntimeError::Rejected(_) => "rejected",
-            RuntimeError::ImageUnavailable { .. } => "image_unavailable",
-        };
+    if let Some(kind) = error_kind {
         METRICS
             .docker_errors
             .get_or_create(&CallErrorLabel { call, kind })

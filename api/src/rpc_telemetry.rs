@@ -13,8 +13,8 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use krane_core::metrics::{latency_buckets, register};
 use krane_core::names::GatewayKey;
+use krane_platform::metrics::{latency_buckets, register};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,7 +26,7 @@ use tracing::{Instrument, Span};
 
 const SERVICE_PREFIX: &str = "/krane.v1.GatewayService/";
 
-/// The GatewayService methods counted by name; any other path is not observed here.
+/// The GatewayService methods counted by name; any other path is counted under no method here.
 const METHODS: &[&str] = &[
     "CreateGateway",
     "GetGateway",
@@ -107,7 +107,7 @@ pub fn namespace(namespace: &str) {
 }
 
 /// Middleware (`axum::middleware::from_fn`) around every call.
-pub async fn observe_rpc(request: Request, next: Next) -> Response {
+pub async fn trace_rpc(request: Request, next: Next) -> Response {
     let Some(rpc) = method_of(request.uri().path()) else {
         return next.run(request).await;
     };
@@ -121,7 +121,7 @@ pub async fn observe_rpc(request: Request, next: Next) -> Response {
         code = Empty,
         otel.status_code = Empty,
     );
-    krane_core::telemetry::set_parent_from_http(&span, request.headers());
+    krane_platform::telemetry::set_parent_from_http(&span, request.headers());
     let started = Instant::now();
     let grpc = is_grpc(&request);
     let (response, code) = async {
@@ -191,7 +191,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_gateway_service_methods_are_observed() {
+    fn only_gateway_service_methods_are_counted() {
         assert_eq!(
             method_of("/krane.v1.GatewayService/CreateGateway"),
             Some("CreateGateway")

@@ -2,8 +2,8 @@
 //! refreshes it every couple of seconds; placing replicas reads the snapshot (or refreshes it
 //! first when it is older than placing allows).
 
-use crate::log::EventLog;
-use crate::placement::HostInfo;
+use krane_core::placement::HostInfo;
+use krane_store::Store;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -19,19 +19,19 @@ pub struct HostsView {
 
 impl HostsView {
     /// Re-reads the hosts bucket now; on failure the previous view stays.
-    pub async fn refresh(&self, log: &EventLog) {
+    pub async fn refresh(&self, store: &Store) {
         let _reading = self.reading.lock().await;
-        self.read(log).await;
+        self.read(store).await;
     }
 
     /// Re-reads the hosts bucket unless the view was read less than `max_age` ago; callers
     /// arriving while a read is under way wait for it instead of reading again.
-    pub async fn refresh_if_older_than(&self, log: &EventLog, max_age: Duration) {
+    pub async fn refresh_if_older_than(&self, store: &Store, max_age: Duration) {
         let _reading = self.reading.lock().await;
         if self.age().is_some_and(|age| age < max_age) {
             return;
         }
-        self.read(log).await;
+        self.read(store).await;
     }
 
     /// Time since the last successful read (`None` before the first).
@@ -40,8 +40,8 @@ impl HostsView {
         read_at.map(|at| at.elapsed())
     }
 
-    async fn read(&self, log: &EventLog) {
-        match log.live_hosts().await {
+    async fn read(&self, store: &Store) {
+        match store.live_hosts().await {
             Ok(hosts) => {
                 self.set(hosts);
                 if let Ok(mut read_at) = self.read_at.write() {

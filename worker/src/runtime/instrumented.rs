@@ -6,7 +6,7 @@
 //! Calls made outside any span (heartbeats) get a debug-level span, so they do not start
 //! traces of their own at the default level.
 
-use crate::runtime::{ContainerRuntime, ObservedContainer, ReplicaContainer, RuntimeError};
+use super::{ContainerRuntime, ObservedContainer, ReplicaContainer, RuntimeError};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use krane_core::names::GatewayKey;
@@ -25,7 +25,7 @@ impl<R: ContainerRuntime> Instrumented<R> {
 }
 
 /// Runs one engine call inside its span, timing and counting it.
-async fn observe<T>(
+async fn timed<T>(
     call: &'static str,
     work: impl Future<Output = Result<T, RuntimeError>>,
 ) -> Result<T, RuntimeError> {
@@ -36,7 +36,11 @@ async fn observe<T>(
     };
     let started = Instant::now();
     let result = work.instrument(span.clone()).await;
-    crate::metrics::docker_call(call, started.elapsed(), result.as_ref().err());
+    crate::metrics::docker_call(
+        call,
+        started.elapsed(),
+        result.as_ref().err().map(RuntimeError::kind),
+    );
     if let Err(error) = &result {
         span.record("error", display(error));
         span.record("otel.status_code", "ERROR");
@@ -47,31 +51,31 @@ async fn observe<T>(
 #[async_trait]
 impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
     async fn ping(&self) -> Result<(), RuntimeError> {
-        observe("ping", self.inner.ping()).await
+        timed("ping", self.inner.ping()).await
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        observe("ensure_image", self.inner.ensure_image(image)).await
+        timed("ensure_image", self.inner.ensure_image(image)).await
     }
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        observe("list_gateway", self.inner.list_gateway(key)).await
+        timed("list_gateway", self.inner.list_gateway(key)).await
     }
 
     async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError> {
-        observe("create_and_start", self.inner.create_and_start(container)).await
+        timed("create_and_start", self.inner.create_and_start(container)).await
     }
 
     async fn start(&self, name: &str) -> Result<(), RuntimeError> {
-        observe("start", self.inner.start(name)).await
+        timed("start", self.inner.start(name)).await
     }
 
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
-        observe("remove", self.inner.remove(name)).await
+        timed("remove", self.inner.remove(name)).await
     }
 
     async fn list_owned(&self, host_id: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        observe("list_owned", self.inner.list_owned(host_id)).await
+        timed("list_owned", self.inner.list_owned(host_id)).await
     }
 
     fn changes(&self, host_id: &str) -> BoxStream<'static, Result<GatewayKey, RuntimeError>> {

@@ -2,9 +2,7 @@
 //! Version-negotiated (Debian's engine speaks API 1.41, older than bollard's default), and
 //! every call maps "already so" answers (409 on create, 304 on start, 404 on remove) to success.
 
-use crate::runtime::{
-    ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError,
-};
+use super::{ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -53,7 +51,10 @@ impl DockerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(classify)?;
-        Ok(containers.into_iter().filter_map(observe).collect())
+        Ok(containers
+            .into_iter()
+            .filter_map(observed_container)
+            .collect())
     }
 
     /// Connects to `docker_host` (`unix://…`, `tcp://…`) or the local default socket, and
@@ -274,7 +275,7 @@ impl ContainerRuntime for DockerRuntime {
 
 /// Turns a listed container into an observation; containers without a name or gateway
 /// labels are skipped.
-fn observe(summary: ContainerSummary) -> Option<ObservedContainer> {
+fn observed_container(summary: ContainerSummary) -> Option<ObservedContainer> {
     let name = summary
         .names
         .as_ref()?

@@ -1,6 +1,15 @@
-//! The one seam between the worker's logic and a container engine. `DockerRuntime` implements
-//! it with bollard; `FakeRuntime` (in-memory) implements it for unit tests and for benchmarks of
-//! the pipeline without Docker. Everything above this trait is engine-agnostic.
+//! The one seam between the worker's logic and a container engine: the [`ContainerRuntime`]
+//! trait and the types it speaks. Everything above it is engine-agnostic.
+//!
+//! - [`docker`]: `DockerRuntime`, the trait on a real engine through bollard.
+//! - [`instrumented`]: any runtime with a `docker` span, latency and errors per call.
+//! - `fake` (feature `fake-runtime`, and in unit tests): `FakeRuntime`, in memory, with
+//!   Docker's idempotency rules; for tests and benchmarks, never in the shipped binary.
+
+pub mod docker;
+#[cfg(any(test, feature = "fake-runtime"))]
+pub mod fake;
+pub mod instrumented;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -62,7 +71,7 @@ pub enum ContainerState {
     Unknown,
 }
 
-/// A krane-managed container as the engine lists it.
+/// A krane-managed container as the engine lists it (what the worker observed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedContainer {
     pub name: String,
@@ -94,6 +103,15 @@ impl RuntimeError {
     /// True when retrying the same request cannot succeed.
     pub fn is_permanent(&self) -> bool {
         !matches!(self, Self::Unavailable(_))
+    }
+
+    /// The metric label of the error's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Rejected(_) => "rejected",
+            Self::ImageUnavailable { .. } => "image_unavailable",
+        }
     }
 }
 

@@ -6,10 +6,11 @@
 //! recreated, one stopped is started, and one that belongs to no live gateway is removed.
 //! Containers without krane's labels (and this host's id) are never looked at.
 
-use crate::reconcile::Reconciler;
+use crate::context::Worker;
+use crate::reconcile::{Outcome, Reconciler};
 use futures::StreamExt;
 use krane_core::names::GatewayKey;
-use krane_proto::krane::v1::GatewayStatus;
+use krane_core::record::InstanceStatus;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +27,17 @@ pub struct ResyncSettings {
 }
 
 /// Runs until `stop` fires.
-pub async fn run(reconciler: Arc<Reconciler>, settings: ResyncSettings, stop: CancellationToken) {
+pub async fn run(
+    worker: Worker,
+    reconciler: Arc<Reconciler>,
+    settings: ResyncSettings,
+    stop: CancellationToken,
+) {
     let (due, mut due_keys) = mpsc::unbounded_channel::<GatewayKey>();
-    let follower = tokio::spawn(follow_engine(reconciler.clone(), due.clone(), stop.clone()));
+    let follower = tokio::spawn(follow_engine(worker.clone(), due.clone(), stop.clone()));
     let ticker = tokio::spawn(periodic(
-        reconciler.clone(),
-        due,
+        worker.clone(),
+        due.clone(),
         settings.interval,
         stop.clone(),
     ));
@@ -51,9 +57,21 @@ pub async fn run(reconciler: Arc<Reconciler>, settings: ResyncSettings, stop: Ca
         futures::stream::iter(batch)
             .for_each_concurrent(settings.parallelism.max(1), |key| {
                 let reconciler = reconciler.clone();
+                let due = due.clone();
                 async move {
-                    if let Err(error) = reconciler.reconcile(&key).await {
-                        warn!(namespace = %key.namespace, gateway = %key.gateway_id, %error, "resync failed; the next one retries");
+                    match reconciler.reconcile(&key).await {
+                        // A rolling update waits for its turn: look again after the delay,
+                        // holding nothing meanwhile.
+                        Ok(Outcome::Requeue { after }) => {
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = due.send(key);
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            warn!(namespace = %key.namespace, gateway = %key.gateway_id, %error, "resync failed; the next one retries");
+                        }
                     }
                 }
             })
@@ -65,7 +83,7 @@ pub async fn run(reconciler: Arc<Reconciler>, settings: ResyncSettings, stop: Ca
 
 /// Marks every gateway due every `interval` (the first time at once).
 async fn periodic(
-    reconciler: Arc<Reconciler>,
+    worker: Worker,
     due: mpsc::UnboundedSender<GatewayKey>,
     interval: Duration,
     stop: CancellationToken,
@@ -74,7 +92,7 @@ async fn periodic(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => mark_all_due(&reconciler, &due).await,
+            _ = ticker.tick() => mark_all_due(&worker, &due).await,
         }
     }
 }
@@ -82,13 +100,13 @@ async fn periodic(
 /// Follows the engine's events, reconnecting with backoff; after a reconnect everything is
 /// due, because events may have been missed meanwhile.
 async fn follow_engine(
-    reconciler: Arc<Reconciler>,
+    worker: Worker,
     due: mpsc::UnboundedSender<GatewayKey>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
-        let mut changes = reconciler.runtime().changes(&reconciler.host().host_id);
+        let mut changes = worker.runtime.changes(&worker.host.host_id);
         loop {
             let change = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -115,35 +133,31 @@ async fn follow_engine(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(30));
-        mark_all_due(&reconciler, &due).await;
+        mark_all_due(&worker, &due).await;
     }
 }
 
 /// Every gateway that has containers on this host, plus every gateway with replicas placed
 /// here. Gateways whose every instance FAILED are left alone until a new Create (no endless
 /// retries).
-async fn mark_all_due(reconciler: &Reconciler, due: &mpsc::UnboundedSender<GatewayKey>) {
+async fn mark_all_due(worker: &Worker, due: &mpsc::UnboundedSender<GatewayKey>) {
     let mut keys = BTreeSet::new();
-    match reconciler
-        .runtime()
-        .list_owned(&reconciler.host().host_id)
-        .await
-    {
+    let me = worker.host.host_id.as_str();
+    match worker.runtime.list_owned(me).await {
         Ok(containers) => keys.extend(containers.into_iter().map(|c| c.gateway)),
         Err(error) => warn!(%error, "resync cannot list containers"),
     }
-    match reconciler.log().all_records().await {
+    match worker.store.all_records().await {
         Ok(records) => keys.extend(
             records
                 .values()
                 .filter(|record| {
-                    let me = reconciler.host().host_id.as_str();
                     !record.intent.replicas_on(me).is_empty()
                         || record.live_observations().any(|seen| seen.host_id == me)
                 })
                 .filter(|record| {
                     let instances = record.instances();
-                    !instances.iter().all(|i| i.status == GatewayStatus::Failed)
+                    !instances.iter().all(|i| i.status == InstanceStatus::Failed)
                 })
                 .map(|record| record.key()),
         ),

@@ -1,9 +1,8 @@
 //! `FakeRuntime`: an in-memory `ContainerRuntime` with the same idempotency rules as Docker.
-//! Used by unit tests of the reconcile logic and by the pipeline benchmark (no Docker at all).
+//! Used by unit tests of the reconcile loop, by end-to-end tests that need no engine, and by the
+//! pipeline and memory benchmarks. Compiled only with the `fake-runtime` feature (or in tests).
 
-use crate::runtime::{
-    ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError,
-};
+use super::{ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;

@@ -3,23 +3,26 @@
 //! host timeout; a host whose entry expired is lost and its replicas are placed elsewhere.
 //! On shutdown the entry is left to expire, so a quick restart moves nothing.
 
-use crate::reconcile::Reconciler;
+use super::HostIdentity;
+use crate::runtime::ContainerRuntime;
 use krane_core::placement::HostInfo;
+use krane_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub async fn run(
-    reconciler: Arc<Reconciler>,
+    store: Store,
+    runtime: Arc<dyn ContainerRuntime>,
+    host: HostIdentity,
     max_containers: Option<u32>,
     interval: Duration,
     stop: CancellationToken,
 ) {
     let mut containers = 0;
     loop {
-        let host = reconciler.host();
-        match reconciler.runtime().list_owned(&host.host_id).await {
+        match runtime.list_owned(&host.host_id).await {
             Ok(owned) => containers = u32::try_from(owned.len()).unwrap_or(u32::MAX),
             Err(error) => {
                 warn!(%error, "heartbeat cannot count containers; sending the last count")
@@ -31,7 +34,7 @@ pub async fn run(
             containers,
             max_containers,
         };
-        if let Err(error) = reconciler.log().heartbeat(&info).await {
+        if let Err(error) = store.heartbeat(&info).await {
             warn!(%error, "heartbeat not sent");
         }
         tokio::select! {

@@ -1,4 +1,4 @@
-//! OTLP span export, used by [`crate::telemetry`] when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! OTLP span export, used by the `telemetry` set-up when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The exporter is opentelemetry-otlp's, so the
 //! standard `OTEL_EXPORTER_OTLP_*` variables apply (protocol `grpc` or `http/protobuf`, headers,
 //! timeout); `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service.

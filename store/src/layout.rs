@@ -1,0 +1,87 @@
+//! How krane's streams, buckets and the workers' consumer are configured, side by side, so
+//! whoever reads a stream sees what keeps it and who consumes it. Names come from
+//! `krane_core::names`.
+
+use async_nats::jetstream::{consumer, kv, stream};
+use krane_core::names;
+use std::time::Duration;
+
+/// Commands kept per gateway: only the last one matters to workers and to the projection;
+/// the rest is history for inspection.
+const COMMANDS_KEPT_PER_GATEWAY: i64 = 64;
+/// Events kept per replica (again only the last one shapes the record).
+const EVENTS_KEPT_PER_REPLICA: i64 = 16;
+/// Window in which a retried publish with the same `Nats-Msg-Id` is stored once.
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// A host whose heartbeat is older than this is lost (its entry expires), unless a worker
+/// opened the store with another host timeout.
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `KRANE_COMMANDS`: one subject per gateway; direct reads serve "the latest command".
+pub fn commands_stream() -> stream::Config {
+    stream::Config {
+        name: names::COMMANDS_STREAM.into(),
+        description: Some("krane gateway commands, one subject per gateway".into()),
+        subjects: vec![format!("{}.>", names::COMMANDS_SUBJECT_PREFIX)],
+        storage: stream::StorageType::File,
+        max_messages_per_subject: COMMANDS_KEPT_PER_GATEWAY,
+        duplicate_window: DEDUP_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The durable pull consumer of one host's workers on the commands stream: every command is
+/// handled once per host, acknowledged explicitly after its effects, redelivered after
+/// `ack_wait` without an ack.
+pub fn intake_consumer(
+    durable_name: &str,
+    ack_wait: Duration,
+    max_ack_pending: i64,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(durable_name.to_string()),
+        description: Some("krane worker intake".into()),
+        filter_subject: format!("{}.>", names::COMMANDS_SUBJECT_PREFIX),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending,
+        ..Default::default()
+    }
+}
+
+/// `KRANE_EVENTS`: one subject per replica and host.
+pub fn events_stream() -> stream::Config {
+    stream::Config {
+        name: names::EVENTS_STREAM.into(),
+        description: Some("krane instance observations, one subject per replica".into()),
+        subjects: vec![format!("{}.>", names::EVENTS_SUBJECT_PREFIX)],
+        storage: stream::StorageType::File,
+        max_messages_per_subject: EVENTS_KEPT_PER_REPLICA,
+        duplicate_window: DEDUP_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// `krane_gateways`: one record per gateway, the projection of both streams.
+pub fn gateways_bucket() -> kv::Config {
+    kv::Config {
+        bucket: names::GATEWAYS_BUCKET.into(),
+        description: "krane gateway records, projected from the streams".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// `krane_hosts`: one heartbeat per host, expiring after `timeout`.
+pub fn hosts_bucket(timeout: Duration) -> kv::Config {
+    kv::Config {
+        bucket: names::HOSTS_BUCKET.into(),
+        description: "krane worker heartbeats; an entry expires when its host is lost".into(),
+        history: 1,
+        max_age: timeout,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,22 @@
+//! The worker's context: one plain [`Worker`] value, built once in `run` and handed to the
+//! intake and the reconcile (the host loops below it take the parts they use). It holds what they
+//! share and nothing they decide.
+
+use crate::hosts::HostIdentity;
+use crate::hosts::view::HostsView;
+use crate::runtime::ContainerRuntime;
+use krane_store::Store;
+use std::sync::Arc;
+
+/// What every loop of the worker shares.
+#[derive(Clone)]
+pub struct Worker {
+    /// The streams and buckets in NATS.
+    pub store: Store,
+    /// This host's container engine.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// This host.
+    pub host: HostIdentity,
+    /// The live hosts, as last read.
+    pub hosts: HostsView,
+}

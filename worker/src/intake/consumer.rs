@@ -1,0 +1,352 @@
+//! The worker's intake: a durable JetStream pull consumer on the commands stream, one per host
+//! (workers of the same host share it, so each command is handled once per host). Each message
+//! is kept alive with in-progress acks while Docker works and answered only after its effects
+//! are done and reported; what to answer is [`policy::decide`]'s call, carried out here.
+//!
+//! Shutdown: when `stop` fires, no new message is taken; in-flight ones get `grace` to finish,
+//! then are handed back (`nak`) for another worker or the next start.
+
+use super::policy::{self, Decision, Handled, History, RetryReason};
+use crate::context::Worker;
+use crate::metrics;
+use crate::reconcile::{Outcome, Reconciler};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use krane_core::codec;
+use krane_core::command::Command;
+use krane_core::event::ObservedState;
+use krane_core::names::GatewayKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Durable consumer name; workers with the same name share the work.
+    pub durable_name: String,
+    /// Commands handled at once (for different gateways).
+    pub concurrency: usize,
+    /// Real attempts of a failing command before it is marked FAILED and acknowledged.
+    pub max_attempts: u32,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Time in-flight work gets to finish on shutdown before it is handed back.
+    pub grace: Duration,
+}
+
+/// Consumes commands until `stop` fires; returns after in-flight work finished or was handed
+/// back. NATS outages (at start or later) are waited out: the consumer is reopened with backoff.
+pub async fn run(
+    worker: Worker,
+    reconciler: Arc<Reconciler>,
+    settings: ConsumerSettings,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    let handler = Arc::new(Handler {
+        worker: worker.clone(),
+        reconciler,
+        settings: settings.clone(),
+        hand_back: CancellationToken::new(),
+        attempts: Attempts::default(),
+    });
+    let max_ack_pending = i64::try_from(settings.concurrency * 4).unwrap_or(1024);
+    let mut reopen_delay = Duration::from_millis(500);
+    'intake: loop {
+        let opened = worker
+            .store
+            .intake(&settings.durable_name, settings.ack_wait, max_ack_pending)
+            .await;
+        let mut messages = match opened {
+            Ok(messages) => {
+                info!(consumer = %settings.durable_name, "consuming commands");
+                reopen_delay = Duration::from_millis(500);
+                messages
+            }
+            Err(error) => {
+                warn!(%error, retry_in = ?reopen_delay, "cannot open the commands consumer");
+                tokio::select! {
+                    _ = stop.cancelled() => break 'intake,
+                    _ = tokio::time::sleep(reopen_delay) => {}
+                }
+                reopen_delay = (reopen_delay * 2).min(Duration::from_secs(10));
+                continue 'intake;
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break 'intake,
+                permit = permits.clone().acquire_owned() => permit?,
+            };
+            let next = tokio::select! {
+                _ = stop.cancelled() => break 'intake,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    // Missed heartbeats and the like while NATS is away; the stream recovers.
+                    warn!(%error, "pulling commands failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => {
+                    warn!("the commands consumer ended; reopening it");
+                    continue 'intake;
+                }
+            };
+            let handler = handler.clone();
+            tracker.spawn(async move {
+                handler.handle(message).await;
+                drop(permit);
+            });
+        }
+    }
+    info!(
+        in_flight = tracker.len(),
+        "stopping intake; finishing in-flight commands"
+    );
+    tracker.close();
+    if tokio::time::timeout(settings.grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over; handing in-flight commands back");
+        handler.hand_back.cancel();
+        tracker.wait().await;
+    }
+    Ok(())
+}
+
+struct Handler {
+    worker: Worker,
+    reconciler: Arc<Reconciler>,
+    settings: ConsumerSettings,
+    hand_back: CancellationToken,
+    attempts: Attempts,
+}
+
+impl Handler {
+    async fn handle(&self, message: Message) {
+        let _in_flight = metrics::in_flight();
+        let (seq, deliveries) = match message.info() {
+            Ok(info) => {
+                metrics::delivered(info.delivered, info.pending);
+                (info.stream_sequence, info.delivered)
+            }
+            Err(_) => (0, 1),
+        };
+        let command: Command = match codec::decode(&message.payload) {
+            Ok(command) => command,
+            Err(error) => {
+                // Not ours to fix by retrying; terminate it and keep it in the stream.
+                error!(subject = %message.subject, %error, "undecodable command; terminating it");
+                let decision = policy::decide(&Handled::Undecodable, self.history(seq, deliveries));
+                metrics::command(decision.label());
+                ack(&message, AckKind::Term).await;
+                return;
+            }
+        };
+        let key = command.key();
+        // A child of the call (or scheduling decision) that stored the command.
+        let span = info_span!(
+            "command",
+            otel.kind = "consumer",
+            namespace = %key.namespace,
+            gateway = %key.gateway_id,
+            seq,
+            delivered = deliveries,
+        );
+        krane_platform::telemetry::set_parent_from(&span, message.headers.as_ref());
+        self.handle_command(&message, &key, seq, deliveries)
+            .instrument(span)
+            .await;
+    }
+
+    /// `seq`: the command's stream sequence (0 if unknown: then it is always reconciled).
+    async fn handle_command(&self, message: &Message, key: &GatewayKey, seq: u64, deliveries: i64) {
+        let reconcile = self.reconciler.reconcile_command(key, seq);
+        let result = tokio::select! {
+            result = keep_alive(message, self.settings.ack_wait, reconcile) => result,
+            _ = self.hand_back.cancelled() => {
+                metrics::command("handed_back");
+                ack(message, AckKind::Nak(None)).await;
+                return;
+            }
+        };
+        let (handled, reason) = match result {
+            Ok(outcome) => {
+                let reason = match &outcome {
+                    Outcome::Failed { reason, .. } => reason.clone(),
+                    _ => String::new(),
+                };
+                (Handled::Reconciled(outcome), reason)
+            }
+            Err(error) => {
+                warn!(%error, "reconcile interrupted; retrying later");
+                (Handled::Interrupted, error.to_string())
+            }
+        };
+        let mut history = self.history(seq, deliveries);
+        let mut engine_error = None;
+        if let Handled::Reconciled(Outcome::Failed {
+            permanent: false, ..
+        }) = &handled
+            && let Err(error) = self.worker.runtime.ping().await
+        {
+            history.engine_up = false;
+            engine_error = Some(error);
+        }
+        let decision = policy::decide(&handled, history);
+        self.carry_out(message, key, seq, decision, &reason, engine_error)
+            .await;
+    }
+
+    fn history(&self, seq: u64, deliveries: i64) -> History {
+        History {
+            attempts: self.attempts.get(seq),
+            max_attempts: self.settings.max_attempts,
+            deliveries,
+            engine_up: true,
+        }
+    }
+
+    async fn carry_out(
+        &self,
+        message: &Message,
+        key: &GatewayKey,
+        seq: u64,
+        decision: Decision,
+        reason: &str,
+        engine_error: Option<crate::runtime::RuntimeError>,
+    ) {
+        let mut label = decision.label();
+        match decision {
+            Decision::Done => {
+                self.attempts.forget(seq);
+                if let Err(error) = message.double_ack().await {
+                    warn!(%error, "ack not confirmed; the command will be redelivered (harmless)");
+                }
+            }
+            Decision::Failed => {
+                warn!(%reason, "gateway failed; not retrying");
+                self.attempts.forget(seq);
+                ack(message, AckKind::Ack).await;
+            }
+            Decision::Terminate => {
+                self.attempts.forget(seq);
+                ack(message, AckKind::Term).await;
+            }
+            Decision::Retry { after, reason: why } => {
+                match why {
+                    RetryReason::Waiting | RetryReason::Interrupted => {}
+                    RetryReason::EngineDown => {
+                        let engine = engine_error
+                            .map(|error| error.to_string())
+                            .unwrap_or_default();
+                        warn!(%engine, delay = ?after, "Docker engine unavailable; waiting for it");
+                        let note = format!("waiting for the Docker engine: {engine}");
+                        self.report_quietly(key, &note, ObservedState::Pending)
+                            .await;
+                    }
+                    RetryReason::Failing { attempt } => {
+                        self.attempts.set(seq, attempt);
+                        let max = self.settings.max_attempts;
+                        info!(attempt, delay = ?after, %reason, "retrying later");
+                        let note = format!("retrying (attempt {attempt} of {max}): {reason}");
+                        self.report_quietly(key, &note, ObservedState::Pending)
+                            .await;
+                    }
+                }
+                ack(message, AckKind::Nak(Some(after))).await;
+            }
+            Decision::GiveUp { attempts } => {
+                warn!(attempts, %reason, "giving up; marking the gateway FAILED");
+                let note = format!("gave up after {attempts} attempts: {reason}");
+                match self
+                    .reconciler
+                    .report_unresolved(key, &note, ObservedState::Failed)
+                    .await
+                {
+                    Ok(()) => {
+                        self.attempts.forget(seq);
+                        ack(message, AckKind::Ack).await;
+                    }
+                    Err(error) => {
+                        warn!(%error, "could not record the failure; retrying later");
+                        label = "interrupted";
+                        let after = policy::backoff(i64::from(attempts));
+                        ack(message, AckKind::Nak(Some(after))).await;
+                    }
+                }
+            }
+        }
+        metrics::command(label);
+    }
+
+    /// Tells callers why the gateway is not there yet; failing to is not worth a retry.
+    async fn report_quietly(&self, key: &GatewayKey, note: &str, state: ObservedState) {
+        let _ = self.reconciler.report_unresolved(key, note, state).await;
+    }
+}
+
+/// Real attempts per command (by stream sequence), counted by this worker: only failures that
+/// count (see [`policy`]). In memory: after a restart a command starts again at zero, which
+/// costs retries, never a premature FAILED.
+#[derive(Default)]
+struct Attempts {
+    by_seq: Mutex<HashMap<u64, u32>>,
+}
+
+impl Attempts {
+    /// Commands remembered at most; a full map is cleared.
+    const MAX_COMMANDS: usize = 100_000;
+
+    fn get(&self, seq: u64) -> u32 {
+        self.by_seq
+            .lock()
+            .ok()
+            .and_then(|by_seq| by_seq.get(&seq).copied())
+            .unwrap_or(0)
+    }
+
+    fn set(&self, seq: u64, attempts: u32) {
+        if let Ok(mut by_seq) = self.by_seq.lock() {
+            if by_seq.len() >= Self::MAX_COMMANDS {
+                by_seq.clear();
+            }
+            by_seq.insert(seq, attempts);
+        }
+    }
+
+    fn forget(&self, seq: u64) {
+        if let Ok(mut by_seq) = self.by_seq.lock() {
+            by_seq.remove(&seq);
+        }
+    }
+}
+
+/// Runs `work`, telling the server every third of `ack_wait` that the message is still in
+/// progress, so long Docker work is never redelivered to someone else mid-way.
+async fn keep_alive<T>(message: &Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+    let mut ticker = tokio::time::interval(ack_wait / 3);
+    ticker.tick().await;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = ticker.tick() => ack(message, AckKind::Progress).await,
+        }
+    }
+}
+
+async fn ack(message: &Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        warn!(%error, ?kind, "could not answer the server; it will redeliver after ack_wait");
+    }
+}

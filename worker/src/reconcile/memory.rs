@@ -1,0 +1,83 @@
+//! What one worker remembers between reconciles, in memory only (losing it costs at most a
+//! redundant reconcile): a lock per gateway, the command each gateway last converged at, and
+//! since when a rolling update has been waiting for its turn.
+
+use krane_core::names::GatewayKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Gateways remembered at most per map; a full map is cleared (forgetting is harmless).
+const MAX_GATEWAYS: usize = 100_000;
+
+/// One async mutex per gateway, so a worker never runs two reconciles of one gateway at once.
+#[derive(Clone, Default)]
+pub struct GatewayLocks {
+    locks: Arc<Mutex<HashMap<GatewayKey, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl GatewayLocks {
+    pub fn lock_for(&self, key: &GatewayKey) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.locks.lock() else {
+            return Arc::default();
+        };
+        // Forget locks nobody holds, so the map stays as small as the work in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(key.clone()).or_default().clone()
+    }
+}
+
+/// Per gateway, the sequence of the command its last reconcile here converged at.
+#[derive(Default)]
+pub struct ConvergedAt {
+    seqs: Mutex<HashMap<GatewayKey, u64>>,
+}
+
+impl ConvergedAt {
+    pub fn get(&self, key: &GatewayKey) -> Option<u64> {
+        self.seqs.lock().ok()?.get(key).copied()
+    }
+
+    pub fn set(&self, key: &GatewayKey, seq: u64) {
+        if let Ok(mut seqs) = self.seqs.lock() {
+            if seqs.len() >= MAX_GATEWAYS {
+                seqs.clear();
+            }
+            seqs.insert(key.clone(), seq);
+        }
+    }
+
+    pub fn forget(&self, key: &GatewayKey) {
+        if let Ok(mut seqs) = self.seqs.lock() {
+            seqs.remove(key);
+        }
+    }
+}
+
+/// Per gateway, when its rolling update started waiting for another replica (and has not
+/// moved since), so a wait that lasts past `--rollout-timeout` can be given up.
+#[derive(Default)]
+pub struct RolloutWaits {
+    since: Mutex<HashMap<GatewayKey, Instant>>,
+}
+
+impl RolloutWaits {
+    /// When the current wait began; starts one now if none is under way.
+    pub fn waiting_since(&self, key: &GatewayKey) -> Instant {
+        let now = Instant::now();
+        let Ok(mut since) = self.since.lock() else {
+            return now;
+        };
+        if since.len() >= MAX_GATEWAYS {
+            since.clear();
+        }
+        *since.entry(key.clone()).or_insert(now)
+    }
+
+    /// The wait is over (the rollout moved, converged, or was given up).
+    pub fn end(&self, key: &GatewayKey) {
+        if let Ok(mut since) = self.since.lock() {
+            since.remove(key);
+        }
+    }
+}

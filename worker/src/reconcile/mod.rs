@@ -1,0 +1,264 @@
+//! Reconciling one gateway on this host, level-triggered: read the latest intent from the
+//! commands stream (not the message that woke us), take this host's share of it (the replicas
+//! placed here), look at the engine, `plan`, act through the `ContainerRuntime`, report what is
+//! now true as events, and repeat until the plan is empty. Running it twice, late, or on two
+//! workers at once converges to the same containers because container names are deterministic
+//! and every runtime call is idempotent.
+//!
+//! A reconcile never sleeps: when a rolling update must wait for another replica (maybe on
+//! another host), it reports, releases the gateway's lock and returns [`Outcome::Requeue`];
+//! whoever called it (the intake, the resync) asks again after the delay.
+//!
+//! - [`plan`]: what to do (pure); [`rollout`]: which roll may run now (pure).
+//! - [`report`]: which facts are news (pure) and publishing them.
+//! - `intent`: the latest command, placed and projected, and this host's share of it.
+//! - `execute`: carrying out actions through the runtime.
+//! - `memory`: per-gateway locks, convergence marks and rollout waits, in memory.
+
+mod execute;
+#[cfg(test)]
+mod fixtures;
+mod intent;
+mod memory;
+pub mod plan;
+mod report;
+mod rollout;
+#[cfg(test)]
+mod tests;
+
+use crate::context::Worker;
+use krane_core::event::ObservedState;
+use krane_core::names::GatewayKey;
+use krane_store::StoreError;
+use memory::{ConvergedAt, GatewayLocks, RolloutWaits};
+use report::failures_to_report;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tracing::field::{Empty, debug};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Plan/act rounds per reconcile; more means someone keeps changing things under us, and the
+/// next delivery (or resync) continues from wherever this one stopped.
+const MAX_ROUNDS: usize = 4;
+/// How soon a rolling update that waits for another replica looks again.
+pub const ROLLOUT_POLL: Duration = Duration::from_millis(500);
+
+/// How a reconcile ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The engine shows exactly what the latest intent asks of this host.
+    Converged,
+    /// Some replicas could not be brought up; `permanent` when retrying cannot help.
+    Failed { reason: String, permanent: bool },
+    /// A rolling update waits for its turn: reconcile again after `after`. Nothing (no lock,
+    /// no intake permit) is held meanwhile.
+    Requeue { after: Duration },
+}
+
+impl Outcome {
+    /// The metric label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Converged => "converged",
+            Self::Failed {
+                permanent: true, ..
+            } => "failed",
+            Self::Failed { .. } => "retryable",
+            Self::Requeue { .. } => "waiting",
+        }
+    }
+}
+
+/// A reconcile that could not finish because the store failed (NATS trouble): not the
+/// gateway's fault, so callers retry without counting it against the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Reconciler {
+    worker: Worker,
+    locks: GatewayLocks,
+    /// The command each gateway last converged at here (see [`Self::reconcile_command`]).
+    converged_at: ConvergedAt,
+    rollout_waits: RolloutWaits,
+    /// Replicas created (or removed) at once.
+    parallelism: usize,
+    /// Longest wait of a rolling update for its turn before the reconcile gives up for now.
+    rollout_timeout: Duration,
+}
+
+impl Reconciler {
+    pub fn new(worker: Worker, parallelism: usize, rollout_timeout: Duration) -> Self {
+        Self {
+            worker,
+            locks: GatewayLocks::default(),
+            converged_at: ConvergedAt::default(),
+            rollout_waits: RolloutWaits::default(),
+            parallelism: parallelism.max(1),
+            rollout_timeout,
+        }
+    }
+
+    /// Brings this host's containers of the gateway to its latest intent and reports them.
+    /// Reconciles of one gateway never overlap within a worker (commands, engine events and
+    /// resync share a lock per gateway).
+    pub async fn reconcile(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
+        self.reconcile_traced(key).await
+    }
+
+    /// As [`Self::reconcile`], for the delivery of the command at `seq`: when a reconcile here
+    /// already converged at that command or a later one (a redelivery, or the placement this
+    /// worker published itself), there is nothing left for this delivery to do. Drift after
+    /// that convergence is the business of engine events and resync, which call `reconcile`.
+    pub async fn reconcile_command(
+        &self,
+        key: &GatewayKey,
+        seq: u64,
+    ) -> Result<Outcome, ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
+        if seq > 0 && self.converged_at.get(key).is_some_and(|at| at >= seq) {
+            debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "already converged at this command or a later one");
+            return Ok(Outcome::Converged);
+        }
+        self.reconcile_traced(key).await
+    }
+
+    async fn reconcile_traced(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
+        let span = info_span!(
+            "reconcile",
+            namespace = %key.namespace,
+            gateway = %key.gateway_id,
+            outcome = Empty,
+        );
+        let started = Instant::now();
+        let result = self.reconcile_rounds(key).instrument(span.clone()).await;
+        match &result {
+            Ok((Outcome::Converged, seq)) => self.converged_at.set(key, *seq),
+            _ => self.converged_at.forget(key),
+        }
+        if !matches!(result, Ok((Outcome::Requeue { .. }, _))) {
+            self.rollout_waits.end(key);
+        }
+        let result = result.map(|(outcome, _)| outcome);
+        let label = match &result {
+            Ok(outcome) => outcome.label(),
+            Err(_) => "error",
+        };
+        crate::metrics::reconciled(label, started.elapsed());
+        span.record("outcome", debug(&result));
+        result
+    }
+
+    /// Plan/act rounds until nothing is left to do; returns how the reconcile ended and the
+    /// command it last worked from.
+    async fn reconcile_rounds(&self, key: &GatewayKey) -> Result<(Outcome, u64), ReconcileError> {
+        let runtime = &self.worker.runtime;
+        for round in 0..MAX_ROUNDS {
+            // Read afresh every round: gating a rolling update needs the other hosts' reports.
+            let intent::CurrentIntent {
+                seq,
+                desired,
+                stored,
+            } = self.current_intent(key).await?;
+            let ended = |outcome| Ok((outcome, seq));
+            if let Some(spec) = &desired.spec
+                && !desired.replicas.is_empty()
+                && let Err(error) = runtime.ensure_image(&spec.image).await
+            {
+                return ended(self.report_failure(key, &desired, stored, &error).await?);
+            }
+            let observed = match runtime.list_gateway(key).await {
+                Ok(observed) => observed,
+                Err(error) => {
+                    return ended(self.report_failure(key, &desired, stored, &error).await?);
+                }
+            };
+            let planned = plan::plan(key, &desired, &observed);
+            let (actions, waiting) = rollout::gate_rollout(planned, stored.record.as_ref());
+            if actions.is_empty() {
+                self.report(key, &desired, stored, &observed, &BTreeMap::new())
+                    .await?;
+                if waiting == 0 {
+                    debug!(round, seq, "converged");
+                    return ended(Outcome::Converged);
+                }
+                // Another replica is being replaced (maybe on another host): our turn comes
+                // when it runs again.
+                return ended(self.wait_for_rollout(key));
+            }
+            self.rollout_waits.end(key);
+            info!(round, actions = actions.len(), waiting, "applying plan");
+            let stored = self
+                .announce_pending(key, &desired, stored, &actions)
+                .await?;
+            let failures = self.execute(&desired, actions).await;
+            let observed = match runtime.list_gateway(key).await {
+                Ok(observed) => observed,
+                Err(error) => {
+                    return ended(self.report_failure(key, &desired, stored, &error).await?);
+                }
+            };
+            // Other hosts may have reported meanwhile (rolling updates read their replicas).
+            let stored = self.worker.store.load_record(key).await?;
+            let failed = failures_to_report(&failures);
+            self.report(key, &desired, stored, &observed, &failed)
+                .await?;
+            if let Some((_, error)) = failures.iter().next() {
+                let permanent = failures.values().all(|error| error.is_permanent());
+                return ended(Outcome::Failed {
+                    reason: error.to_string(),
+                    permanent,
+                });
+            }
+        }
+        warn!("still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
+        Ok((
+            Outcome::Failed {
+                reason: format!("did not settle within {MAX_ROUNDS} rounds"),
+                permanent: false,
+            },
+            0,
+        ))
+    }
+
+    /// A rolling update waits for another replica: look again soon, unless it has waited
+    /// longer than `--rollout-timeout` already (then it is a retryable failure).
+    fn wait_for_rollout(&self, key: &GatewayKey) -> Outcome {
+        let since = self.rollout_waits.waiting_since(key);
+        if since.elapsed() > self.rollout_timeout {
+            return Outcome::Failed {
+                reason: format!(
+                    "rolling update waited {:?} for other replicas",
+                    self.rollout_timeout
+                ),
+                permanent: false,
+            };
+        }
+        debug!(after = ?ROLLOUT_POLL, "rolling update waits for its turn; requeued");
+        Outcome::Requeue {
+            after: ROLLOUT_POLL,
+        }
+    }
+
+    /// Marks every replica wanted here FAILED with `reason` (used when retries are exhausted)
+    /// or PENDING with `reason` (while a retry is scheduled).
+    pub async fn report_unresolved(
+        &self,
+        key: &GatewayKey,
+        reason: &str,
+        state: ObservedState,
+    ) -> Result<(), ReconcileError> {
+        let lock = self.locks.lock_for(key);
+        let _guard = lock.lock().await;
+        let intent = self.current_intent(key).await?;
+        let failures = report::failing_all(&intent.desired, reason, state);
+        self.report_only_failures(key, &intent.desired, intent.stored, &failures)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The reconcile loop on the in-memory runtime and a real nats-server (started by the test on
+//! a free port with a temporary store): convergence, idempotency, deletion, and a rolling
+//! update that waits by requeueing instead of sleeping.
+
+use super::fixtures::{key, spec};
+use super::{Outcome, ROLLOUT_POLL, Reconciler};
+use crate::context::Worker;
+use crate::hosts::HostIdentity;
+use crate::hosts::view::HostsView;
+use crate::runtime::fake::FakeRuntime;
+use krane_core::command::Command;
+use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::spec::GatewaySpec;
+use krane_store::{NatsArgs, Store};
+use krane_tests::NatsServer;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    _nats: NatsServer,
+    store: Store,
+    runtime: Arc<FakeRuntime>,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let args = NatsArgs::url(nats.url());
+        let store = krane_store::connect(&args, "reconcile-test", Duration::from_secs(5))
+            .await
+            .expect("store");
+        Self {
+            _nats: nats,
+            store,
+            runtime: Arc::new(FakeRuntime::with_images(&["img:1", "img:2"])),
+        }
+    }
+
+    /// A reconciler on host h1.
+    fn reconciler(&self, rollout_timeout: Duration) -> Reconciler {
+        let worker = Worker {
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            host: HostIdentity {
+                host_id: "h1".into(),
+                advertise_host: "127.0.0.1".into(),
+            },
+            hosts: HostsView::default(),
+        };
+        Reconciler::new(worker, 4, rollout_timeout)
+    }
+
+    /// Stores a command as the API does (publish, then fold into the record).
+    async fn command(&self, command: &Command) {
+        // Every publish is another decision: another message id.
+        static SEEN_REVISION: AtomicU64 = AtomicU64::new(1);
+        let revision = SEEN_REVISION.fetch_add(1, Ordering::Relaxed);
+        let seq = self
+            .store
+            .publish_command(command, revision)
+            .await
+            .expect("stored");
+        self.store
+            .project_command(seq, command)
+            .await
+            .expect("projected");
+    }
+
+    /// Another host's report about one replica.
+    async fn report_from(
+        &self,
+        host: &str,
+        replica: u32,
+        spec: &GatewaySpec,
+        state: ObservedState,
+    ) {
+        let event = InstanceObserved {
+            namespace: spec.namespace.clone(),
+            gateway_id: spec.gateway_id.clone(),
+            replica,
+            template: spec.template(),
+            state,
+            address: String::new(),
+            reason: String::new(),
+            host_id: host.into(),
+        };
+        self.store
+            .append_events(&spec.key(), None, &[event])
+            .await
+            .expect("reported");
+    }
+
+    async fn record(&self) -> GatewayRecord {
+        let stored = self.store.load_record(&key()).await.expect("read");
+        stored.record.expect("a record")
+    }
+
+    /// A gateway of two replicas, replica 0 here and replica 1 on h2, both running img:1, then
+    /// updated to img:2 while h2 replaces its replica first (PENDING on the new template), so
+    /// replica 0 here must wait. Returns the new spec.
+    async fn update_while_h2_rolls(&self, reconciler: &Reconciler) -> GatewaySpec {
+        let placement = vec!["h1".to_string(), "h2".to_string()];
+        let old = spec(2, "img:1");
+        self.command(&Command::create(old.clone(), placement.clone()))
+            .await;
+        reconciler.reconcile(&key()).await.expect("created");
+        self.report_from("h2", 1, &old, ObservedState::Running)
+            .await;
+        let new = spec(2, "img:2");
+        self.command(&Command::create(new.clone(), placement)).await;
+        self.report_from("h2", 1, &new, ObservedState::Pending)
+            .await;
+        new
+    }
+}
+
+async fn reconciled(reconciler: &Reconciler) -> Outcome {
+    reconciler.reconcile(&key()).await.expect("reconciled")
+}
+
+#[tokio::test]
+async fn a_create_converges_in_one_reconcile_and_a_second_changes_nothing() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup
+        .command(&Command::create(spec(3, "img:1"), Vec::new()))
+        .await;
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    let names = setup.runtime.container_names();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    assert_eq!(setup.runtime.container_names(), names, "no duplicate");
+    let instances = setup.record().await.instances();
+    assert!(
+        instances
+            .iter()
+            .all(|i| i.status == InstanceStatus::Running)
+    );
+}
+
+#[tokio::test]
+async fn a_delete_removes_every_container() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup
+        .command(&Command::create(spec(2, "img:1"), Vec::new()))
+        .await;
+    reconciled(&reconciler).await;
+    setup.command(&Command::delete(&key())).await;
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    assert!(setup.runtime.container_names().is_empty());
+    assert!(setup.record().await.is_gone());
+}
+
+#[tokio::test]
+async fn a_rollout_waiting_for_another_host_is_requeued_and_holds_no_lock() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let new = setup.update_while_h2_rolls(&reconciler).await;
+    let started = Instant::now();
+    let requeued = Outcome::Requeue {
+        after: ROLLOUT_POLL,
+    };
+    assert_eq!(reconciled(&reconciler).await, requeued);
+    // Not slept on: it came back at once, and the gateway's lock is free for the next caller.
+    let again = tokio::time::timeout(Duration::from_secs(5), reconciled(&reconciler))
+        .await
+        .expect("the lock is not held while waiting");
+    assert_eq!(again, requeued);
+    assert!(
+        started.elapsed() < ROLLOUT_POLL * 4,
+        "{:?}",
+        started.elapsed()
+    );
+    let old_here = setup.record().await.observed(0, "h1").cloned();
+    assert_eq!(
+        old_here.map(|seen| seen.template),
+        Some(spec(2, "img:1").template()),
+        "replica 0 still runs the old spec"
+    );
+    // h2's replica runs the new spec: replica 0's turn.
+    setup
+        .report_from("h2", 1, &new, ObservedState::Running)
+        .await;
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    let record = setup.record().await;
+    let seen = record.observed(0, "h1").expect("replica 0 reported");
+    assert_eq!(seen.template, new.template());
+    assert_eq!(seen.state, ObservedState::Running);
+}
+
+#[tokio::test]
+async fn a_rollout_waiting_past_the_timeout_is_a_retryable_failure() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::ZERO);
+    setup.update_while_h2_rolls(&reconciler).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    match reconciled(&reconciler).await {
+        Outcome::Failed { permanent, reason } => {
+            assert!(!permanent);
+            assert!(reason.contains("rolling update waited"), "{reason}");
+        }
+        other => panic!("expected a retryable failure, got {other:?}"),
+    }
+}
