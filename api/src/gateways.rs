@@ -1,20 +1,24 @@
-//! GatewayService handlers. Create, Update and Delete publish a command and fold it into the KV
-//! record before answering, so a Get right after shows the new intent (PENDING or TERMINATING
-//! instances); Get and List only read records (Watch is in the `watch` module).
+//! GatewayService handlers. Create, Update and Delete decide from the gateway's latest command,
+//! read from the commands stream, store their command only if that is still the latest, and
+//! fold it into the KV record before answering, so a Get right after shows the new intent
+//! (PENDING or TERMINATING instances). Get and List only read records (Watch is in the `watch`
+//! module).
 
 use crate::convert;
 use crate::errors::{invalid, storage};
 use axum::extract::State;
 use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
 use krane_core::command::Command;
+use krane_core::names::GatewayKey;
 use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::spec::GatewaySpec;
 use krane_core::spec::{validate_key, validate_namespace};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, DeleteGatewayResponse,
     GatewayStatus, GatewaySummary, GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest,
     ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
-use krane_store::{Store, StoredRecord};
+use krane_store::{Latest, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -36,39 +40,49 @@ pub async fn create_gateway(
     crate::rpc_telemetry::gateway(&key);
     // The common case, a gateway never seen before, is one conditional write and no read.
     let first = Command::create(spec.clone(), Vec::new());
-    let absent = StoredRecord::absent();
     if let Some(seq) = state
         .store
-        .publish_first_command(&first)
+        .publish_command_expecting(&first, 0)
         .await
         .map_err(storage)?
     {
-        state
-            .store
-            .project_command_onto(Some(absent), seq, &first)
-            .await
-            .map_err(storage)?;
+        project(&state, seq, &first).await?;
         info!(gateway = %key, seq, "create accepted");
         return Ok(ConnectResponse::new(CreateGatewayResponse {
             status: GatewayStatus::Pending as i32,
         }));
     }
-    let stored = state.store.load_record(&key).await.map_err(storage)?;
-    if let Some(record) = &stored.record
-        && record.intent.spec() == Some(&spec)
-        && record.overall_status() != InstanceStatus::Failed
-    {
-        // The same spec again: nothing to do. (A FAILED gateway is retried instead.)
-        info!(gateway = %key, "create repeats the current spec; no-op");
-        return Ok(ConnectResponse::new(CreateGatewayResponse {
-            status: convert::status_of(record.overall_status()) as i32,
-        }));
-    }
-    let command = Command::create(spec, kept_placement(&stored));
-    let seq = store(&state, &stored, &command).await?;
-    info!(gateway = %key, seq, "create accepted");
+    let written = write_from_log(&state, &key, |latest| match latest {
+        Some(latest) if latest.command.spec() == Some(&spec) => Decision::SameSpec,
+        latest => Decision::Write(Command::create(spec.clone(), kept_placement(latest))),
+    })
+    .await?;
+    let status = match written {
+        Written::Stored(seq) => {
+            info!(gateway = %key, seq, "create accepted");
+            GatewayStatus::Pending
+        }
+        Written::SameSpec => {
+            let status = state
+                .store
+                .load_record(&key)
+                .await
+                .map_err(storage)?
+                .record
+                .map(|record| record.overall_status());
+            if status == Some(InstanceStatus::Failed) {
+                // A FAILED gateway is tried again: the same spec, stored anew.
+                let seq = retry_failed(&state, &key, &spec).await?;
+                info!(gateway = %key, seq, "create of a FAILED gateway accepted; retrying it");
+                GatewayStatus::Pending
+            } else {
+                info!(gateway = %key, "create repeats the current spec; no-op");
+                status.map_or(GatewayStatus::Pending, convert::status_of)
+            }
+        }
+    };
     Ok(ConnectResponse::new(CreateGatewayResponse {
-        status: GatewayStatus::Pending as i32,
+        status: status as i32,
     }))
 }
 
@@ -126,18 +140,18 @@ pub async fn delete_gateway(
 ) -> Reply<DeleteGatewayResponse> {
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
-    let stored = state.store.load_record(&key).await.map_err(storage)?;
-    let already_deleting = stored
-        .record
-        .as_ref()
-        .is_none_or(|record| record.intent.spec().is_none());
-    if already_deleting {
-        info!(gateway = %key, "delete of an unknown or already deleted gateway; no-op");
-        return Ok(ConnectResponse::new(DeleteGatewayResponse {}));
+    let written = write_from_log(&state, &key, |latest| match latest {
+        Some(latest) if latest.command.spec().is_some() => Decision::Write(Command::delete(&key)),
+        // Never created, or deleted already.
+        _ => Decision::SameSpec,
+    })
+    .await?;
+    match written {
+        Written::Stored(seq) => info!(gateway = %key, seq, "delete accepted"),
+        Written::SameSpec => {
+            info!(gateway = %key, "delete of an unknown or already deleted gateway; no-op")
+        }
     }
-    let command = Command::delete(&key);
-    let seq = store(&state, &stored, &command).await?;
-    info!(gateway = %key, seq, "delete accepted");
     Ok(ConnectResponse::new(DeleteGatewayResponse {}))
 }
 
@@ -151,56 +165,112 @@ pub async fn update_gateway(
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
-    let stored = state.store.load_record(&key).await.map_err(storage)?;
-    let exists = stored
-        .record
-        .as_ref()
-        .is_some_and(|record| record.intent.spec().is_some());
-    if !exists {
-        return Err(ConnectError::new_not_found(format!(
-            "gateway {key} not found"
-        )));
+    let written = write_from_log(&state, &key, |latest| match latest {
+        Some(latest) if latest.command.spec() == Some(&spec) => Decision::SameSpec,
+        Some(latest) if latest.command.spec().is_some() => {
+            Decision::Write(Command::create(spec.clone(), kept_placement(Some(latest))))
+        }
+        _ => Decision::NotFound,
+    })
+    .await;
+    match written {
+        Ok(Written::Stored(seq)) => info!(gateway = %key, seq, "update accepted"),
+        Ok(Written::SameSpec) => info!(gateway = %key, "update repeats the current spec; no-op"),
+        Err(error) => return Err(error),
     }
     let pod_ids = (0..spec.replicas)
         .map(|replica| key.container_name(replica))
         .collect();
-    let unchanged = stored
-        .record
-        .as_ref()
-        .is_some_and(|record| record.intent.spec() == Some(&spec));
-    if !unchanged {
-        let command = Command::create(spec, kept_placement(&stored));
-        let seq = store(&state, &stored, &command).await?;
-        info!(gateway = %key, seq, "update accepted");
-    }
     Ok(ConnectResponse::new(UpdateGatewayResponse { pod_ids }))
 }
 
-/// Replicas that exist keep their hosts; the workers place the others on live hosts.
-fn kept_placement(stored: &StoredRecord) -> Vec<String> {
-    stored
-        .record
-        .as_ref()
-        .map(|record| record.intent.placement().to_vec())
-        .unwrap_or_default()
+/// What a write call decides, from the gateway's latest command.
+enum Decision {
+    /// Store this command.
+    Write(Command),
+    /// Nothing to store: the latest command already says so.
+    SameSpec,
+    /// The gateway does not exist (`not_found`).
+    NotFound,
 }
 
-/// Durably stores `command` (deduplicated against retries of the same decision) and folds it
-/// into the record, so a Get right after shows it; returns its stream sequence.
-async fn store(
+/// What a write call did.
+enum Written {
+    /// The command was stored at this sequence.
+    Stored(u64),
+    /// Nothing needed storing.
+    SameSpec,
+}
+
+/// Conditional writes that lose to concurrent ones before the call gives up (`unavailable`).
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Decides from the gateway's latest command, read from the log (never from the projection,
+/// which may lag it), and stores the decision only if that command is still the latest; when
+/// another write got in between, reads and decides again. A stored command is folded into the
+/// record before answering, so a Get right after shows it.
+async fn write_from_log(
     state: &ApiState,
-    stored: &StoredRecord,
-    command: &Command,
+    key: &GatewayKey,
+    decide: impl Fn(Option<&Latest>) -> Decision,
+) -> Result<Written, ConnectError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let latest = state.store.latest_command(key).await.map_err(storage)?;
+        let command = match decide(latest.as_ref()) {
+            Decision::Write(command) => command,
+            Decision::SameSpec => return Ok(Written::SameSpec),
+            Decision::NotFound => {
+                return Err(ConnectError::new_not_found(format!(
+                    "gateway {key} not found"
+                )));
+            }
+        };
+        let expected = latest.as_ref().map_or(0, |latest| latest.last_seq);
+        if let Some(seq) = state
+            .store
+            .publish_command_expecting(&command, expected)
+            .await
+            .map_err(storage)?
+        {
+            project(state, seq, &command).await?;
+            return Ok(Written::Stored(seq));
+        }
+    }
+    Err(ConnectError::new_unavailable(format!(
+        "gateway {key} is being changed by other calls; try again"
+    )))
+}
+
+/// Stores the current spec of a FAILED gateway again, so the workers try it anew.
+async fn retry_failed(
+    state: &ApiState,
+    key: &GatewayKey,
+    spec: &GatewaySpec,
 ) -> Result<u64, ConnectError> {
-    let seq = state
-        .store
-        .publish_command(command, stored.revision)
-        .await
-        .map_err(storage)?;
+    let written = write_from_log(state, key, |latest| {
+        Decision::Write(Command::create(spec.clone(), kept_placement(latest)))
+    })
+    .await?;
+    match written {
+        Written::Stored(seq) => Ok(seq),
+        Written::SameSpec => Err(ConnectError::new_internal("retry not stored")),
+    }
+}
+
+/// Folds a stored command into the record. When this fails the command is stored all the
+/// same (the caller is told `unavailable`); the next decision reads the log, not the record.
+async fn project(state: &ApiState, seq: u64, command: &Command) -> Result<(), ConnectError> {
     state
         .store
-        .project_command_onto(Some(stored.clone()), seq, command)
+        .project_command(seq, command)
         .await
         .map_err(storage)?;
-    Ok(seq)
+    Ok(())
+}
+
+/// Replicas that exist keep their hosts; the workers place the others on live hosts.
+fn kept_placement(latest: Option<&Latest>) -> Vec<String> {
+    latest
+        .map(|latest| latest.command.placement().to_vec())
+        .unwrap_or_default()
 }

@@ -146,12 +146,17 @@ impl GatewayRecord {
                     seen.address.clone(),
                     seen.reason.clone(),
                 ),
-                // Still serving the previous spec until its turn in a rolling update: it keeps
-                // its address, so callers keep routing to it.
+                // Still serving the previous spec until its turn in a rolling update (or because
+                // the update failed, as its reason says): it keeps its address, so callers keep
+                // routing to it.
                 (None, Some(old)) => (
                     InstanceStatus::Running,
                     old.address.clone(),
-                    "running the previous spec until the rolling update replaces it".to_string(),
+                    if old.reason.is_empty() {
+                        "running the previous spec until the rolling update replaces it".to_string()
+                    } else {
+                        format!("running the previous spec: {}", old.reason)
+                    },
                 ),
                 (None, None) if host_id.is_empty() => (
                     InstanceStatus::Pending,

@@ -13,66 +13,87 @@ use krane_core::names::{self, GatewayKey, short_hash};
 use std::time::Duration;
 use tracing::{debug, info};
 
-/// `Nats-Msg-Id` for publishing `body` on top of the record revision the caller saw: a retried
+/// `Nats-Msg-Id` of `body` written on top of `base` (the expected last sequence): a retried
 /// publish of the same decision is stored once, while the same command issued again later
-/// (Create → Delete → Create) gets a new id because the revision moved on.
-pub fn message_id(body: &[u8], seen_revision: u64) -> String {
-    short_hash(&[&String::from_utf8_lossy(body), &seen_revision.to_string()])
+/// (Create → Delete → Create) gets a new id because the base moved on.
+pub fn message_id(body: &[u8], base: u64) -> String {
+    short_hash(&[&String::from_utf8_lossy(body), &base.to_string()])
+}
+
+/// A gateway's latest decodable command, as read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    /// Its sequence on the commands stream.
+    pub seq: u64,
+    pub command: Command,
+    /// Sequence of the last message on the gateway's subject: what a write conditional on
+    /// "nothing newer" must expect. Above `seq` only when undecodable messages follow it.
+    pub last_seq: u64,
+}
+
+fn command_location(seq: u64) -> String {
+    format!("{} seq {seq}", names::COMMANDS_STREAM)
 }
 
 impl Store {
-    /// Durably stores a command decided on top of the record at `seen_revision`; returns its
-    /// sequence on the commands stream. A retry of the same decision within the dedup window
-    /// returns the sequence of the first copy.
-    pub async fn publish_command(&self, command: &Command, seen_revision: u64) -> Result<u64> {
+    /// Durably stores a command unconditionally (tools and tests that replay or duplicate
+    /// commands); `salt` makes its message id: the same command with the same salt within the
+    /// dedup window is stored once. krane's own writes use [`Self::publish_command_expecting`].
+    pub async fn publish_command(&self, command: &Command, salt: u64) -> Result<u64> {
         let body = encode("command", command)?;
         let message = PublishMessage::build()
-            .message_id(message_id(&body, seen_revision))
+            .message_id(message_id(&body, salt))
             .payload(body);
-        self.send_command(command, message).await
+        let ack = self.send_command(command, message).await?;
+        Ok(ack.sequence)
     }
 
-    /// Stores a command only if the gateway's latest command is still the one at
-    /// `based_on_seq` (optimistic concurrency): a reschedule never overrides a newer intent.
-    /// Returns `Ok(None)` when someone else got there first.
-    pub async fn publish_command_if_latest(
+    /// Stores `command` only if the last message on the gateway's subject is still the one at
+    /// `expected_last_seq` (0: the subject is empty), the server checking the condition, so a
+    /// decision taken from the log is never stored on top of a newer one. Returns its sequence,
+    /// or `Ok(None)` when someone else wrote first (read the latest command and decide again).
+    ///
+    /// The message id is made of the body and the expected sequence: a retry of this very
+    /// write is stored once, and no other write shares it. A duplicate answer counts as this
+    /// write only if what it names is still the subject's last message and has this body;
+    /// otherwise (a server that checks duplicates before the condition, an id seen long ago)
+    /// it is treated as superseded.
+    pub async fn publish_command_expecting(
         &self,
         command: &Command,
-        based_on_seq: u64,
+        expected_last_seq: u64,
     ) -> Result<Option<u64>> {
-        let message = PublishMessage::build()
-            .payload(encode("command", command)?)
-            .expected_last_subject_sequence(based_on_seq);
-        self.send_conditional_command(command, message).await
-    }
-
-    /// Stores the first command a gateway ever gets: only if its subject holds no command yet
-    /// (the server checks, so no read is needed first). Returns `Ok(None)` when the gateway
-    /// has history; the caller then reads its record and decides as for any later command. A
-    /// retry within the dedup window is stored once.
-    pub async fn publish_first_command(&self, command: &Command) -> Result<Option<u64>> {
         let body = encode("command", command)?;
         let message = PublishMessage::build()
-            .message_id(message_id(&body, 0))
-            .payload(body)
-            .expected_last_subject_sequence(0);
-        self.send_conditional_command(command, message).await
-    }
-
-    /// Sends a command published with a condition; a failed condition is `Ok(None)`.
-    async fn send_conditional_command(
-        &self,
-        command: &Command,
-        message: PublishMessage,
-    ) -> Result<Option<u64>> {
-        match self.send_command(command, message).await {
-            Ok(seq) => Ok(Some(seq)),
-            Err(StoreError::Superseded(_)) => Ok(None),
-            Err(error) => Err(error),
+            .message_id(message_id(&body, expected_last_seq))
+            .payload(body.clone())
+            .expected_last_subject_sequence(expected_last_seq);
+        let ack = match self.send_command(command, message).await {
+            Ok(ack) => ack,
+            Err(StoreError::Superseded(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if !ack.duplicate {
+            return Ok(Some(ack.sequence));
+        }
+        let last = self
+            .commands
+            .direct_get_last_for_subject(command.key().command_subject())
+            .await
+            .map_err(unavailable)?;
+        if last.sequence == ack.sequence && last.payload == body {
+            Ok(Some(ack.sequence))
+        } else {
+            debug!(gateway = %command.key(), duplicate_of = ack.sequence, last = last.sequence, "a duplicate of an older write; not this one");
+            Ok(None)
         }
     }
 
-    async fn send_command(&self, command: &Command, message: PublishMessage) -> Result<u64> {
+    async fn send_command(
+        &self,
+        command: &Command,
+        message: PublishMessage,
+    ) -> Result<jetstream::publish::PublishAck> {
         self.ensure_connected()?;
         // The caller's trace context travels with the command, to the worker that handles it.
         let message = krane_platform::telemetry::with_trace_context(message);
@@ -89,39 +110,83 @@ impl Store {
                 _ => unavailable(error),
             })?;
         debug!(gateway = %command.key(), seq = ack.sequence, duplicate = ack.duplicate, "command stored");
-        Ok(ack.sequence)
+        Ok(ack)
     }
 
-    /// The gateway's latest command and its sequence: the current intent, straight from the log.
-    pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<(u64, Command)>> {
+    /// The gateway's latest command krane can read, straight from the log (`None`: never
+    /// commanded). Undecodable messages after it are skipped (counted and logged once): the
+    /// latest decodable intent stands. When the subject holds no decodable command at all the
+    /// answer is `Corrupt`, so nobody acts on a guess.
+    pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<Latest>> {
         self.ensure_connected()?;
         // A direct get is answered by the stream itself, not queued behind the server's
         // JetStream API requests (which made this read take tens of ms under load).
-        match self
+        let last = match self
             .commands
             .direct_get_last_for_subject(key.command_subject())
             .await
         {
-            Ok(message) => {
-                let command =
-                    codec::decode(&message.payload).map_err(|error| StoreError::Corrupt {
-                        location: format!("{} seq {}", names::COMMANDS_STREAM, message.sequence),
-                        reason: error.to_string(),
-                    })?;
-                Ok(Some((message.sequence, command)))
+            Ok(message) => message,
+            Err(error) if matches!(error.kind(), stream::DirectGetErrorKind::NotFound) => {
+                return Ok(None);
             }
-            Err(error) if matches!(error.kind(), stream::DirectGetErrorKind::NotFound) => Ok(None),
-            Err(error) => Err(unavailable(error)),
+            Err(error) => return Err(unavailable(error)),
+        };
+        match codec::decode::<Command>(&last.payload) {
+            Ok(command) => Ok(Some(Latest {
+                seq: last.sequence,
+                command,
+                last_seq: last.sequence,
+            })),
+            Err(error) => {
+                let location = command_location(last.sequence);
+                crate::undecodable::skipped("command", &location, &error);
+                self.latest_decodable(key, last.sequence).await
+            }
+        }
+    }
+
+    /// The slow path of [`Self::latest_command`]: reads the subject's kept commands in order
+    /// and keeps the last one that decodes.
+    async fn latest_decodable(&self, key: &GatewayKey, last_seq: u64) -> Result<Option<Latest>> {
+        let mut latest = None;
+        for message in
+            crate::projection::read_messages(&self.commands, key.command_subject()).await?
+        {
+            match codec::decode::<Command>(&message.payload) {
+                Ok(command) => latest = Some((message.sequence, command)),
+                Err(error) => {
+                    let location = command_location(message.sequence);
+                    crate::undecodable::skipped("command", &location, &error);
+                }
+            }
+        }
+        match latest {
+            Some((seq, command)) => Ok(Some(Latest {
+                seq,
+                command,
+                last_seq,
+            })),
+            None => Err(StoreError::Corrupt {
+                location: format!(
+                    "{} subject {}",
+                    names::COMMANDS_STREAM,
+                    key.command_subject()
+                ),
+                reason: "no command on the subject can be decoded".into(),
+            }),
         }
     }
 
     /// Creates (or finds) a host's durable intake consumer ([`layout::intake_consumer`]) and
-    /// starts pulling from it.
+    /// starts pulling from it, `batch` messages at a time: no more than the caller works at
+    /// once, so nothing waits in the client's buffer while its `ack_wait` runs out.
     pub async fn intake(
         &self,
         durable_name: &str,
         ack_wait: Duration,
         max_ack_pending: i64,
+        batch: usize,
     ) -> Result<consumer::pull::Stream> {
         let consumer: consumer::PullConsumer = self
             .commands
@@ -131,7 +196,12 @@ impl Store {
             )
             .await
             .map_err(unavailable)?;
-        consumer.messages().await.map_err(unavailable)
+        consumer
+            .stream()
+            .max_messages_per_batch(batch.max(1))
+            .messages()
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`projection`]: the `krane_gateways` records: reads, watches, listings, the
 //!   compare-and-set fold, and the rebuild from both streams.
 //! - [`hosts`]: the `krane_hosts` bucket: heartbeats and the live hosts.
+//! - [`undecodable`]: skipping (and counting) stored values that do not decode.
 //!
 //! Every payload is encoded with `krane_core::codec`; an encoding error is an error, never an
 //! empty message.
@@ -21,7 +22,9 @@ pub mod events;
 pub mod hosts;
 pub mod layout;
 pub mod projection;
+pub mod undecodable;
 
+pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
 pub use projection::StoredRecord;
 

@@ -83,7 +83,7 @@ impl Store {
         }
         let mut records = Vec::with_capacity(gateways.len());
         for gateway in gateways.values() {
-            if let Some(record) = self.load_record(gateway).await?.record {
+            if let Some(record) = self.load_readable_record(gateway).await? {
                 records.push(record);
             }
         }
@@ -164,6 +164,19 @@ impl Store {
         )))
     }
 
+    /// A record for a scan or listing: one that does not decode is skipped (counted, logged
+    /// once) rather than failing the scan of every other gateway.
+    async fn load_readable_record(&self, key: &GatewayKey) -> Result<Option<GatewayRecord>> {
+        match self.load_record(key).await {
+            Ok(stored) => Ok(stored.record),
+            Err(StoreError::Corrupt { location, reason }) => {
+                crate::undecodable::skipped("record", &location, &reason);
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Every record in the bucket, keyed by KV key (for resync and for comparing after replay).
     pub async fn all_records(&self) -> Result<BTreeMap<String, GatewayRecord>> {
         self.ensure_connected()?;
@@ -172,7 +185,7 @@ impl Store {
             let Some(gateway) = GatewayKey::from_kv_key(&key) else {
                 continue;
             };
-            if let Some(record) = self.load_record(&gateway).await?.record {
+            if let Some(record) = self.load_readable_record(&gateway).await? {
                 records.insert(key, record);
             }
         }
@@ -192,24 +205,22 @@ impl Store {
                 }
             };
         for message in self.read_all(&self.commands).await? {
-            let command: Command =
-                codec::decode(&message.payload).map_err(|error| StoreError::Corrupt {
-                    location: format!("{} seq {}", names::COMMANDS_STREAM, message.sequence),
-                    reason: error.to_string(),
-                })?;
-            replay(command.key().kv_key(), &|record| {
-                GatewayRecord::apply_command(record, message.sequence, &command)
-            });
+            let location = format!("{} seq {}", names::COMMANDS_STREAM, message.sequence);
+            match codec::decode::<Command>(&message.payload) {
+                Ok(command) => replay(command.key().kv_key(), &|record| {
+                    GatewayRecord::apply_command(record, message.sequence, &command)
+                }),
+                Err(error) => crate::undecodable::skipped("command", &location, &error),
+            }
         }
         for message in self.read_all(&self.events).await? {
-            let event: InstanceObserved =
-                codec::decode(&message.payload).map_err(|error| StoreError::Corrupt {
-                    location: format!("{} seq {}", names::EVENTS_STREAM, message.sequence),
-                    reason: error.to_string(),
-                })?;
-            replay(event.key().kv_key(), &|record| {
-                GatewayRecord::apply_event(record, message.sequence, &event)
-            });
+            let location = format!("{} seq {}", names::EVENTS_STREAM, message.sequence);
+            match codec::decode::<InstanceObserved>(&message.payload) {
+                Ok(event) => replay(event.key().kv_key(), &|record| {
+                    GatewayRecord::apply_event(record, message.sequence, &event)
+                }),
+                Err(error) => crate::undecodable::skipped("event", &location, &error),
+            }
         }
         let existing = self.all_records().await?;
         for key in existing.keys().filter(|key| !records.contains_key(*key)) {
@@ -235,29 +246,39 @@ impl Store {
         if stored == 0 {
             return Ok(Vec::new());
         }
-        let reader = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let mut messages = reader.messages().await.map_err(unavailable)?;
-        let mut read = Vec::new();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(unavailable)?;
-            let info = message.info().map_err(unavailable)?;
-            let (sequence, pending) = (info.stream_sequence, info.pending);
-            read.push(StoredMessage {
-                sequence,
-                payload: message.message.payload,
-            });
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(read)
+        read_messages(&stream, String::new()).await
     }
+}
+
+/// Reads every message of `stream` on `subject` (all of them for an empty subject), in
+/// sequence order. There must be at least one, or this waits for it.
+pub(crate) async fn read_messages(
+    stream: &stream::Stream,
+    subject: String,
+) -> Result<Vec<StoredMessage>> {
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let mut messages = reader.messages().await.map_err(unavailable)?;
+    let mut read = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(unavailable)?;
+        let info = message.info().map_err(unavailable)?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        read.push(StoredMessage {
+            sequence,
+            payload: message.message.payload,
+        });
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(read)
 }
 
 /// The keys of a bucket matching `pattern` (a KV key with `*`/`>` wildcards), read from the
@@ -300,7 +321,7 @@ fn stored_of(entry: &kv::Entry) -> Result<StoredRecord> {
 }
 
 /// A message read back from a stream.
-struct StoredMessage {
-    sequence: u64,
-    payload: bytes::Bytes,
+pub(crate) struct StoredMessage {
+    pub sequence: u64,
+    pub payload: bytes::Bytes,
 }

@@ -65,12 +65,13 @@ async fn redelivered_create_makes_no_duplicate() {
     let containers = container_ids(&namespace, "dup").await;
 
     // The same command stored again (new message id): exactly what a redelivery looks like.
-    let (_, command) = krane
+    let command = krane
         .store
         .latest_command(&krane_core::GatewayKey::new(&namespace, "dup"))
         .await
         .expect("read")
-        .expect("stored");
+        .expect("stored")
+        .command;
     assert!(matches!(command, Command::Create { .. }));
     for attempt in 0..3 {
         krane
@@ -234,4 +235,57 @@ async fn replay_rebuilds_an_identical_projection() {
     krane.store.rebuild_projection().await.expect("rebuild");
     let after = krane.store.all_records().await.expect("records after");
     assert_eq!(before, after);
+}
+
+/// A Create whose command was stored although the caller was told it failed (its fold into
+/// the record did not happen), then a Delete: the Delete is decided from the log, not from
+/// the record that still says "deleted", so it is stored and wins. Nothing runs at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_after_a_create_stored_without_its_record_still_deletes() {
+    use krane_worker::runtime::fake::FakeRuntime;
+    use std::sync::Arc;
+    let namespace = unique_namespace("lagging");
+    let mut krane = Krane::start_without_worker(&namespace).await;
+    let client = krane.client(Protocol::ConnectJson);
+    let request = gateway_request(&namespace, "lag", 2);
+    client.create(Some(request.clone())).await.expect("create");
+    client.delete(&namespace, "lag").await.expect("delete");
+    // The Create again: stored in the log, but the call failed before the record was written.
+    let key = krane_core::GatewayKey::new(&namespace, "lag");
+    let spec = krane_api::convert::spec_from_request(Some(&request)).expect("valid");
+    let latest = krane
+        .store
+        .latest_command(&key)
+        .await
+        .expect("read")
+        .expect("some");
+    krane
+        .store
+        .publish_command_expecting(&Command::create(spec, Vec::new()), latest.last_seq)
+        .await
+        .expect("stored")
+        .expect("not superseded");
+    // The caller's last successful call: a Delete.
+    client.delete(&namespace, "lag").await.expect("delete");
+    let latest = krane
+        .store
+        .latest_command(&key)
+        .await
+        .expect("read")
+        .expect("some");
+    assert!(
+        matches!(latest.command, Command::Delete { .. }),
+        "the Delete is in force: {latest:?}"
+    );
+    let runtime = Arc::new(FakeRuntime::with_images(&[krane_tests::TEST_IMAGE]));
+    krane.start_worker_on(runtime.clone(), &[]);
+    eventually("the gateway is gone", CONVERGE, || async {
+        client
+            .get(&namespace, "lag")
+            .await
+            .err()
+            .filter(|error| error.code == NOT_FOUND)
+    })
+    .await;
+    assert!(runtime.container_names().is_empty(), "nothing runs");
 }

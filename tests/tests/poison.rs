@@ -82,12 +82,13 @@ async fn a_command_that_always_fails_ends_failed_without_blocking_others() {
     // Backoff happened (1 s + 2 s between the three attempts) but was bounded.
     assert!(took >= Duration::from_secs(3), "no backoff: {took:?}");
     // The command is kept in the stream for inspection.
-    let (_, kept) = krane
+    let kept = krane
         .store
         .latest_command(&krane_core::GatewayKey::new(&namespace, "poison"))
         .await
         .expect("read")
-        .expect("poison command still stored");
+        .expect("poison command still stored")
+        .command;
     assert_eq!(
         kept.spec().map(|spec| spec.image.as_str()),
         Some(POISON_IMAGE)

@@ -60,5 +60,6 @@ async fn a_commands_stream_without_direct_reads_is_upgraded_and_keeps_its_comman
         .latest_command(&command.key())
         .await
         .expect("latest command");
+    let latest = latest.map(|latest| (latest.seq, latest.command));
     assert_eq!(latest, Some((seq, command)));
 }

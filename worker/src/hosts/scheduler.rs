@@ -12,12 +12,12 @@
 //! `full_scan_interval`; a worker also places a gateway inline when it handles its command.
 
 use super::HostIdentity;
-use super::placing::{live_with_self, place_if_needed};
+use super::placing::{Scope, live_with_self, place_if_needed};
 use super::view::HostsView;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::placement::HostInfo;
 use krane_core::record::GatewayRecord;
-use krane_store::{Result, Store};
+use krane_store::{Latest, Result, Store};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,14 @@ pub async fn run(
 async fn scan(store: &Store, live: &[HostInfo]) -> Result<()> {
     for record in store.all_records().await?.into_values() {
         close_lost_hosts(store, &record, live).await?;
-        place_if_needed(store, record.intent_seq, &record.intent, live).await?;
+        // The record may lag the log; a stale decision loses its conditional write, and the
+        // latest command is read from the log and placed instead.
+        let latest = Latest {
+            seq: record.intent_seq,
+            command: record.intent.clone(),
+            last_seq: record.intent_seq,
+        };
+        place_if_needed(store, latest, live, Scope::OffLostHosts).await?;
     }
     Ok(())
 }

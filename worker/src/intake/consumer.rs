@@ -60,7 +60,12 @@ pub async fn run(
     'intake: loop {
         let opened = worker
             .store
-            .intake(&settings.durable_name, settings.ack_wait, max_ack_pending)
+            .intake(
+                &settings.durable_name,
+                settings.ack_wait,
+                max_ack_pending,
+                settings.concurrency,
+            )
             .await;
         let mut messages = match opened {
             Ok(messages) => {
@@ -163,13 +168,24 @@ impl Handler {
             delivered = deliveries,
         );
         krane_platform::telemetry::set_parent_from(&span, message.headers.as_ref());
-        self.handle_command(&message, &key, seq, deliveries)
-            .instrument(span)
-            .await;
+        let delivery = Delivery {
+            message: &message,
+            command: &command,
+            key: &key,
+            seq,
+            deliveries,
+        };
+        self.handle_command(&delivery).instrument(span).await;
     }
 
-    /// `seq`: the command's stream sequence (0 if unknown: then it is always reconciled).
-    async fn handle_command(&self, message: &Message, key: &GatewayKey, seq: u64, deliveries: i64) {
+    async fn handle_command(&self, delivery: &Delivery<'_>) {
+        let Delivery {
+            message,
+            key,
+            seq,
+            deliveries,
+            ..
+        } = *delivery;
         let reconcile = self.reconciler.reconcile_command(key, seq);
         let result = tokio::select! {
             result = keep_alive(message, self.settings.ack_wait, reconcile) => result,
@@ -203,7 +219,7 @@ impl Handler {
             engine_error = Some(error);
         }
         let decision = policy::decide(&handled, history);
-        self.carry_out(message, key, seq, decision, &reason, engine_error)
+        self.carry_out(delivery, decision, &reason, engine_error)
             .await;
     }
 
@@ -218,13 +234,18 @@ impl Handler {
 
     async fn carry_out(
         &self,
-        message: &Message,
-        key: &GatewayKey,
-        seq: u64,
+        delivery: &Delivery<'_>,
         decision: Decision,
         reason: &str,
         engine_error: Option<crate::runtime::RuntimeError>,
     ) {
+        let Delivery {
+            message,
+            command,
+            key,
+            seq,
+            ..
+        } = *delivery;
         let mut label = decision.label();
         match decision {
             Decision::Done => {
@@ -251,7 +272,7 @@ impl Handler {
                             .unwrap_or_default();
                         warn!(%engine, delay = ?after, "Docker engine unavailable; waiting for it");
                         let note = format!("waiting for the Docker engine: {engine}");
-                        self.report_quietly(key, &note, ObservedState::Pending)
+                        self.report_quietly(key, command, &note, ObservedState::Pending)
                             .await;
                     }
                     RetryReason::Failing { attempt } => {
@@ -259,7 +280,7 @@ impl Handler {
                         let max = self.settings.max_attempts;
                         info!(attempt, delay = ?after, %reason, "retrying later");
                         let note = format!("retrying (attempt {attempt} of {max}): {reason}");
-                        self.report_quietly(key, &note, ObservedState::Pending)
+                        self.report_quietly(key, command, &note, ObservedState::Pending)
                             .await;
                     }
                 }
@@ -270,7 +291,7 @@ impl Handler {
                 let note = format!("gave up after {attempts} attempts: {reason}");
                 match self
                     .reconciler
-                    .report_unresolved(key, &note, ObservedState::Failed)
+                    .report_unresolved(key, command, &note, ObservedState::Failed)
                     .await
                 {
                     Ok(()) => {
@@ -290,9 +311,29 @@ impl Handler {
     }
 
     /// Tells callers why the gateway is not there yet; failing to is not worth a retry.
-    async fn report_quietly(&self, key: &GatewayKey, note: &str, state: ObservedState) {
-        let _ = self.reconciler.report_unresolved(key, note, state).await;
+    async fn report_quietly(
+        &self,
+        key: &GatewayKey,
+        command: &Command,
+        note: &str,
+        state: ObservedState,
+    ) {
+        let _ = self
+            .reconciler
+            .report_unresolved(key, command, note, state)
+            .await;
     }
+}
+
+/// One delivered, decoded command.
+struct Delivery<'a> {
+    message: &'a Message,
+    command: &'a Command,
+    key: &'a GatewayKey,
+    /// The command's stream sequence (0 if unknown: then it is always reconciled).
+    seq: u64,
+    /// JetStream's delivery count.
+    deliveries: i64,
 }
 
 /// Real attempts per command (by stream sequence), counted by this worker: only failures that

@@ -5,7 +5,7 @@
 
 use super::plan::Desired;
 use super::{ReconcileError, Reconciler};
-use crate::hosts::placing::{live_with_self, place_if_needed, unplaced_only};
+use crate::hosts::placing::{Scope, live_with_self, place_if_needed};
 use krane_core::names::GatewayKey;
 use krane_store::StoredRecord;
 use std::time::Duration;
@@ -27,8 +27,8 @@ impl Reconciler {
     ) -> Result<CurrentIntent, ReconcileError> {
         let worker = &self.worker;
         match worker.store.latest_command(key).await? {
-            Some((seq, command)) => {
-                if command.has_unplaced() {
+            Some(latest) => {
+                if latest.command.has_unplaced() {
                     // Place on the hosts as they are now, not as the last periodic read saw
                     // them (a burst of creates shares one read).
                     worker
@@ -37,8 +37,7 @@ impl Reconciler {
                         .await;
                 }
                 let live = live_with_self(&worker.host, worker.hosts.snapshot());
-                let live = unplaced_only(live, &command);
-                let placed = place_if_needed(&worker.store, seq, &command, &live).await?;
+                let placed = place_if_needed(&worker.store, latest, &live, Scope::Unplaced).await?;
                 let stored = match placed.projected {
                     Some(stored) => stored,
                     None => {

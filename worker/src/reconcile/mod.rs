@@ -27,10 +27,13 @@ mod rollout;
 mod tests;
 
 use crate::context::Worker;
+use crate::runtime::RuntimeError;
+use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::StoreError;
 use memory::{ConvergedAt, GatewayLocks, RolloutWaits};
+use plan::{Action, Desired};
 use report::failures_to_report;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -166,12 +169,6 @@ impl Reconciler {
                 stored,
             } = self.current_intent(key).await?;
             let ended = |outcome| Ok((outcome, seq));
-            if let Some(spec) = &desired.spec
-                && !desired.replicas.is_empty()
-                && let Err(error) = runtime.ensure_image(&spec.image).await
-            {
-                return ended(self.report_failure(key, &desired, stored, &error).await?);
-            }
             let observed = match runtime.list_gateway(key).await {
                 Ok(observed) => observed,
                 Err(error) => {
@@ -192,11 +189,14 @@ impl Reconciler {
                 return ended(self.wait_for_rollout(key));
             }
             self.rollout_waits.end(key);
+            // Only the replicas that must be (re)created wait for the image; removals and
+            // starts go ahead without it.
+            let (actions, mut failures) = self.with_image(&desired, actions).await;
             info!(round, actions = actions.len(), waiting, "applying plan");
             let stored = self
                 .announce_pending(key, &desired, stored, &actions)
                 .await?;
-            let failures = self.execute(&desired, actions).await;
+            failures.extend(self.execute(&desired, actions).await);
             let observed = match runtime.list_gateway(key).await {
                 Ok(observed) => observed,
                 Err(error) => {
@@ -226,6 +226,33 @@ impl Reconciler {
         ))
     }
 
+    /// Makes sure the image is there when some action creates a container; when it cannot be
+    /// had, those actions are dropped and returned as failures of their replicas.
+    async fn with_image(
+        &self,
+        desired: &Desired,
+        actions: Vec<Action>,
+    ) -> (Vec<Action>, BTreeMap<u32, RuntimeError>) {
+        let Some(spec) = desired.spec.as_ref() else {
+            return (actions, BTreeMap::new());
+        };
+        if !actions.iter().any(Action::creates) {
+            return (actions, BTreeMap::new());
+        }
+        let Err(error) = self.worker.runtime.ensure_image(&spec.image).await else {
+            return (actions, BTreeMap::new());
+        };
+        warn!(%error, "image not available; only removals and starts go ahead");
+        let (creating, others): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(Action::creates);
+        let failures = creating
+            .iter()
+            .filter_map(Action::replica)
+            .map(|replica| (replica, error.clone()))
+            .collect();
+        (others, failures)
+    }
+
     /// A rolling update waits for another replica: look again soon, unless it has waited
     /// longer than `--rollout-timeout` already (then it is a retryable failure).
     fn wait_for_rollout(&self, key: &GatewayKey) -> Outcome {
@@ -246,18 +273,33 @@ impl Reconciler {
     }
 
     /// Marks every replica wanted here FAILED with `reason` (used when retries are exhausted)
-    /// or PENDING with `reason` (while a retry is scheduled).
+    /// or PENDING with `reason` (while a retry is scheduled), as the outcome of handling
+    /// `handled`. Nothing is reported when the gateway's intent has moved on to another spec
+    /// meanwhile: that failure is not the current intent's.
     pub async fn report_unresolved(
         &self,
         key: &GatewayKey,
+        handled: &Command,
         reason: &str,
         state: ObservedState,
     ) -> Result<(), ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
         let intent = self.current_intent(key).await?;
+        if intent.desired.spec.as_ref() != handled.spec() {
+            debug!("the intent changed meanwhile; not reporting an older failure");
+            return Ok(());
+        }
         let failures = report::failing_all(&intent.desired, reason, state);
-        self.report_only_failures(key, &intent.desired, intent.stored, &failures)
+        // What still runs is reported as it runs (see `report::observations`); when the
+        // engine cannot be asked, only the failures are known.
+        let observed = self
+            .worker
+            .runtime
+            .list_gateway(key)
+            .await
+            .unwrap_or_default();
+        self.report_these(key, &intent.desired, intent.stored, &observed, &failures)
             .await?;
         Ok(())
     }

@@ -42,6 +42,16 @@ pub fn observations(
         let name = key.container_name(replica);
         let container = observed.iter().find(|c| c.name == name);
         let fact = match (failures.get(&replica), container) {
+            // Never worse than the truth: a container that still serves (the previous spec,
+            // or the current one) is reported as it is, whatever failed around it; a failure
+            // that kept it from being replaced is its reason.
+            (Some(failure), Some(container)) if serving(container) => {
+                let mut fact = observed_fact(key, replica, container, host);
+                if container.template != template {
+                    fact.reason = failure.reason.clone();
+                }
+                fact
+            }
             (Some(failure), _) => fact(
                 key,
                 replica,
@@ -73,6 +83,11 @@ pub fn observations(
         }
     }
     facts
+}
+
+/// True when the container runs with its port published (it answers where it is reported).
+fn serving(container: &ObservedContainer) -> bool {
+    container.state == ContainerState::Running && container.host_port.is_some()
 }
 
 /// Why one replica could not be brought to its desired state.
@@ -223,11 +238,24 @@ impl Reconciler {
         stored: StoredRecord,
         failures: &BTreeMap<u32, FailedReplica>,
     ) -> Result<StoredRecord, super::ReconcileError> {
+        self.report_these(key, desired, stored, &[], failures).await
+    }
+
+    /// Reports only the replicas in `failures`, as `observed` shows them where they still
+    /// serve.
+    pub(super) async fn report_these(
+        &self,
+        key: &GatewayKey,
+        desired: &Desired,
+        stored: StoredRecord,
+        observed: &[ObservedContainer],
+        failures: &BTreeMap<u32, FailedReplica>,
+    ) -> Result<StoredRecord, super::ReconcileError> {
         let facts = observations(
             key,
             desired,
             stored.record.as_ref(),
-            &[],
+            observed,
             failures,
             &self.worker.host,
         )

@@ -92,6 +92,12 @@ impl Setup {
             .expect("reported");
     }
 
+    /// Stores a command and reconciles until it converged.
+    async fn converge(&self, reconciler: &Reconciler, command: &Command) {
+        self.command(command).await;
+        assert_eq!(reconciled(reconciler).await, Outcome::Converged);
+    }
+
     async fn record(&self) -> GatewayRecord {
         let stored = self.store.load_record(&key()).await.expect("read");
         stored.record.expect("a record")
@@ -125,9 +131,8 @@ async fn a_create_converges_in_one_reconcile_and_a_second_changes_nothing() {
     let setup = Setup::start().await;
     let reconciler = setup.reconciler(Duration::from_secs(60));
     setup
-        .command(&Command::create(spec(3, "img:1"), Vec::new()))
+        .converge(&reconciler, &Command::create(spec(3, "img:1"), Vec::new()))
         .await;
-    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
     let names = setup.runtime.container_names();
     assert_eq!(names.len(), 3, "{names:?}");
     assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
@@ -145,9 +150,8 @@ async fn a_delete_removes_every_container() {
     let setup = Setup::start().await;
     let reconciler = setup.reconciler(Duration::from_secs(60));
     setup
-        .command(&Command::create(spec(2, "img:1"), Vec::new()))
+        .converge(&reconciler, &Command::create(spec(2, "img:1"), Vec::new()))
         .await;
-    reconciled(&reconciler).await;
     setup.command(&Command::delete(&key())).await;
     assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
     assert!(setup.runtime.container_names().is_empty());
@@ -204,4 +208,182 @@ async fn a_rollout_waiting_past_the_timeout_is_a_retryable_failure() {
         }
         other => panic!("expected a retryable failure, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn scaling_down_with_an_image_that_cannot_be_had_still_removes_the_surplus() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let everything_here = vec!["h1".to_string(); 3];
+    setup
+        .converge(
+            &reconciler,
+            &Command::create(spec(3, "img:1"), everything_here),
+        )
+        .await;
+    // One replica, of an image no registry has.
+    setup
+        .command(&Command::create(
+            spec(1, "missing:1"),
+            vec!["h1".to_string()],
+        ))
+        .await;
+    let outcome = reconciled(&reconciler).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                permanent: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        setup.runtime.container_names(),
+        vec![key().container_name(0)],
+        "the surplus replicas are removed; replica 0 keeps the old spec"
+    );
+    let instances = setup.record().await.instances();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    // Still serving the old spec, and saying why it was not replaced.
+    assert_eq!(instances[0].status, InstanceStatus::Running);
+    assert!(instances[0].reason.contains("missing:1"), "{instances:?}");
+}
+
+#[tokio::test]
+async fn giving_up_on_a_rollout_leaves_the_replicas_still_serving_running() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let everything_here = vec!["h1".to_string(); 3];
+    setup
+        .converge(
+            &reconciler,
+            &Command::create(spec(3, "img:1"), everything_here.clone()),
+        )
+        .await;
+    // An update to an image whose containers never start: replica 0 is replaced and fails.
+    setup.runtime.fail_image(
+        "broken:1",
+        crate::runtime::RuntimeError::Unavailable("container exited (code 1)".into()),
+    );
+    setup
+        .command(&Command::create(spec(3, "broken:1"), everything_here))
+        .await;
+    let outcome = reconciled(&reconciler).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                permanent: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // Retries are exhausted: the intake gives up.
+    reconciler
+        .report_unresolved(
+            &key(),
+            &Command::create(spec(3, "broken:1"), vec!["h1".to_string(); 3]),
+            "gave up after 5 attempts: exited",
+            ObservedState::Failed,
+        )
+        .await
+        .expect("reported");
+    let instances = setup.record().await.instances();
+    let statuses: Vec<_> = instances.iter().map(|i| i.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            InstanceStatus::Failed,
+            InstanceStatus::Running,
+            InstanceStatus::Running
+        ],
+        "only the replica being replaced failed: {instances:?}"
+    );
+    assert!(instances[1..].iter().all(|i| !i.address.is_empty()));
+}
+
+#[tokio::test]
+async fn a_failure_of_an_older_spec_is_not_reported_over_the_current_one() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup
+        .converge(&reconciler, &Command::create(spec(1, "img:1"), Vec::new()))
+        .await;
+    setup
+        .converge(&reconciler, &Command::create(spec(1, "img:2"), Vec::new()))
+        .await;
+    let before = setup.record().await;
+    // The intake gives up on the img:1 command only now (its retries ran late).
+    reconciler
+        .report_unresolved(
+            &key(),
+            &Command::create(spec(1, "img:1"), Vec::new()),
+            "gave up after 5 attempts",
+            ObservedState::Failed,
+        )
+        .await
+        .expect("handled");
+    assert_eq!(setup.record().await, before);
+}
+
+#[tokio::test]
+async fn garbage_on_a_live_gateways_subject_does_not_stop_its_repair() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup
+        .converge(&reconciler, &Command::create(spec(2, "img:1"), Vec::new()))
+        .await;
+    // A message from another version lands on the subject, then a container is removed
+    // behind krane's back.
+    setup
+        .store
+        .jetstream()
+        .publish(key().command_subject(), "{\"kind\":\"v9\"}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    crate::runtime::ContainerRuntime::remove(setup.runtime.as_ref(), &key().container_name(1))
+        .await
+        .expect("removed");
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    assert_eq!(setup.runtime.container_names().len(), 2, "recreated");
+}
+
+#[tokio::test]
+async fn a_subject_without_a_readable_command_is_left_alone() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup
+        .converge(&reconciler, &Command::create(spec(1, "img:1"), Vec::new()))
+        .await;
+    // Every kept command of the gateway becomes unreadable: purge the subject, then garbage.
+    let stream = setup
+        .store
+        .jetstream()
+        .get_stream(krane_core::names::COMMANDS_STREAM)
+        .await
+        .expect("stream");
+    stream
+        .purge()
+        .filter(key().command_subject())
+        .await
+        .expect("purged");
+    setup
+        .store
+        .jetstream()
+        .publish(key().command_subject(), "garbage".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    assert!(reconciler.reconcile(&key()).await.is_err());
+    assert_eq!(
+        setup.runtime.container_names().len(),
+        1,
+        "nothing removed on a guess"
+    );
 }
