@@ -83,3 +83,20 @@ pub fn remove_namespace_containers(namespace: &str) {
             .output();
     }
 }
+
+/// Gives the test image a second name, on the machine's engine or (with `docker_host`) another.
+pub fn tag_test_image(tag: &str, docker_host: Option<&str>) {
+    let mut command = std::process::Command::new("docker");
+    if let Some(host) = docker_host {
+        command.args(["-H", host]);
+    }
+    let status = command
+        .args(["tag", crate::TEST_IMAGE, tag])
+        .status()
+        .expect("run docker tag");
+    assert!(
+        status.success(),
+        "docker tag {} {tag} failed",
+        crate::TEST_IMAGE
+    );
+}

@@ -116,6 +116,19 @@ impl ExtraEngine {
         script(&["stop", &self.name]);
     }
 
+    /// Sends `signal` to the engine's dockerd: SIGSTOP makes it hang (calls wait, nothing
+    /// answers, its containers keep running), SIGCONT lets it go on.
+    pub fn signal_daemon(&self, signal: nix::sys::signal::Signal) {
+        let pidfile = format!("{STATE_DIR}/{}.pid", self.name);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|error| panic!("cannot read {pidfile}: {error}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|error| panic!("{pidfile} holds no pid: {error}"));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .unwrap_or_else(|error| panic!("cannot signal dockerd {pid}: {error}"));
+    }
+
     /// Starts the stopped engine again; containers with restart policy `unless-stopped`
     /// come back (their published host ports may change).
     pub fn restart(&self) {

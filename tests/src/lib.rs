@@ -161,6 +161,33 @@ impl Krane {
         TestClient::new(protocol, self.api_addr)
     }
 
+    /// Restarts the in-process API abruptly (its task is aborted, as by SIGKILL) and serves it
+    /// again on the same address.
+    pub async fn restart_api(&mut self) {
+        if let Some(api) = self.api.take() {
+            api.abort();
+            let _ = api.await;
+        }
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.api_addr).await {
+                Ok(listener) => break listener,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    tracing::debug!(%error, "the API address is not free yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("cannot bind the API to {} again: {error}", self.api_addr),
+            }
+        };
+        self.api = Some(tokio::spawn(krane_api::serve(
+            listener,
+            self.store.clone(),
+            Default::default(),
+            self.stop.clone(),
+        )));
+    }
+
     /// Stops API and worker the way SIGTERM would, and waits for both.
     pub async fn shutdown(&mut self) {
         self.stop.cancel();

@@ -75,6 +75,15 @@ impl ServiceProcess {
         }
     }
 
+    /// Sends `signal` to the running process (SIGSTOP and SIGCONT: a process that hangs, then
+    /// goes on as if nothing happened).
+    pub fn signal(&self, signal: Signal) {
+        if let Some(child) = &self.child {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+            kill(pid, signal).expect("signal the process");
+        }
+    }
+
     /// SIGTERM, then waits up to `timeout` for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("the process is running");
