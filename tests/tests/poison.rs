@@ -207,3 +207,52 @@ async fn an_engine_outage_is_waited_out_not_counted_as_failure() {
     )
     .await;
 }
+
+/// Redeliveries while the engine is away are not attempts: after an outage long enough for
+/// several deliveries, the first real failure is attempt 1, not the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_outage_uses_up_no_attempts() {
+    let namespace = unique_namespace("outcount");
+    let mut krane = Krane::start_without_worker(&namespace).await;
+    let runtime = Arc::new(FakeRuntime::with_images(&[krane_tests::TEST_IMAGE]));
+    runtime.fail_image(
+        POISON_IMAGE,
+        RuntimeError::Unavailable("engine answered 500".into()),
+    );
+    runtime.set_down(true);
+    krane.start_worker_on(runtime.clone(), &["--max-attempts", "3"]);
+    let client = krane.client(Protocol::ConnectJson);
+    let mut poison = gateway_request(&namespace, "outage", 1);
+    poison.image = POISON_IMAGE.into();
+    client.create(Some(poison)).await.expect("accepted");
+    eventually("the outage shows", Duration::from_secs(10), || async {
+        let got = client.get(&namespace, "outage").await.ok()?;
+        let first = got.instances.first()?;
+        first
+            .reason
+            .contains("waiting for the Docker engine")
+            .then_some(())
+    })
+    .await;
+    // Deliveries at 0, 1, 3 and 7 s find the engine down (backoff 1 s, 2 s, 4 s …): more
+    // deliveries than --max-attempts.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The engine is back; the gateway itself fails now: that is attempt 1 of 3.
+    runtime.set_down(false);
+    let retrying = eventually(
+        "the first real attempt",
+        Duration::from_secs(40),
+        || async {
+            let got = client.get(&namespace, "outage").await.ok()?;
+            let first = got.instances.first()?.clone();
+            (!first.reason.contains("waiting for the Docker engine")).then_some(first)
+        },
+    )
+    .await;
+    assert_eq!(
+        retrying.status,
+        GatewayStatus::Pending as i32,
+        "{retrying:?}"
+    );
+    assert!(retrying.reason.contains("attempt 1 of 3"), "{retrying:?}");
+}

@@ -64,7 +64,7 @@ pub async fn run(
                 &settings.durable_name,
                 settings.ack_wait,
                 max_ack_pending,
-                settings.concurrency,
+                fetch_batch(settings.concurrency),
             )
             .await;
         let mut messages = match opened {
@@ -370,6 +370,13 @@ impl Attempts {
             by_seq.remove(&seq);
         }
     }
+}
+
+/// Messages pulled at a time: twice what is worked at once, so the next ones are at hand when
+/// a slot frees up but none waits in the client's buffer for long (its `ack_wait` runs from
+/// delivery). At least 4: tiny pulls are renewed late by the client library.
+fn fetch_batch(concurrency: usize) -> usize {
+    (concurrency * 2).max(4)
 }
 
 /// Runs `work`, telling the server every third of `ack_wait` that the message is still in
