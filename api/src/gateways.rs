@@ -18,7 +18,7 @@ use krane_proto::krane::v1::{
     GatewayStatus, GatewaySummary, GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest,
     ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
-use krane_store::{Latest, Store};
+use krane_store::{Latest, Store, StoredRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -46,7 +46,9 @@ pub async fn create_gateway(
         .await
         .map_err(storage)?
     {
-        project(&state, seq, &first).await?;
+        // A gateway without commands has no record yet: fold onto nothing, no read needed (a
+        // left-over record makes the compare-and-set fail, and it is read then).
+        project(&state, seq, &first, Some(StoredRecord::absent())).await?;
         info!(gateway = %key, seq, "create accepted");
         return Ok(ConnectResponse::new(CreateGatewayResponse {
             status: GatewayStatus::Pending as i32,
@@ -232,7 +234,7 @@ async fn write_from_log(
             .await
             .map_err(storage)?
         {
-            project(state, seq, &command).await?;
+            project(state, seq, &command, None).await?;
             return Ok(Written::Stored(seq));
         }
     }
@@ -259,10 +261,15 @@ async fn retry_failed(
 
 /// Folds a stored command into the record. When this fails the command is stored all the
 /// same (the caller is told `unavailable`); the next decision reads the log, not the record.
-async fn project(state: &ApiState, seq: u64, command: &Command) -> Result<(), ConnectError> {
+async fn project(
+    state: &ApiState,
+    seq: u64,
+    command: &Command,
+    known: Option<StoredRecord>,
+) -> Result<(), ConnectError> {
     state
         .store
-        .project_command(seq, command)
+        .project_command_onto(known, seq, command)
         .await
         .map_err(storage)?;
     Ok(())

@@ -6,12 +6,13 @@
 //! [`intake`]: Store::intake
 
 use crate::{Result, Store, StoreError, encode, layout, unavailable};
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::{self, consumer, stream};
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::names::{self, GatewayKey, short_hash};
 use std::time::Duration;
-use tracing::{debug, info};
+use tracing::debug;
 
 /// `Nats-Msg-Id` of `body` written on top of `base` (the expected last sequence): a retried
 /// publish of the same decision is stored once, while the same command issued again later
@@ -76,11 +77,12 @@ impl Store {
         if !ack.duplicate {
             return Ok(Some(ack.sequence));
         }
-        let last = self
-            .commands
-            .direct_get_last_for_subject(command.key().command_subject())
-            .await
-            .map_err(unavailable)?;
+        let Some(last) = self
+            .last_on_subject(&command.key().command_subject())
+            .await?
+        else {
+            return Ok(None);
+        };
         if last.sequence == ack.sequence && last.payload == body {
             Ok(Some(ack.sequence))
         } else {
@@ -119,18 +121,8 @@ impl Store {
     /// answer is `Corrupt`, so nobody acts on a guess.
     pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<Latest>> {
         self.ensure_connected()?;
-        // A direct get is answered by the stream itself, not queued behind the server's
-        // JetStream API requests (which made this read take tens of ms under load).
-        let last = match self
-            .commands
-            .direct_get_last_for_subject(key.command_subject())
-            .await
-        {
-            Ok(message) => message,
-            Err(error) if matches!(error.kind(), stream::DirectGetErrorKind::NotFound) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(unavailable(error)),
+        let Some(last) = self.last_on_subject(&key.command_subject()).await? else {
+            return Ok(None);
         };
         match codec::decode::<Command>(&last.payload) {
             Ok(command) => Ok(Some(Latest {
@@ -143,6 +135,34 @@ impl Store {
                 crate::undecodable::skipped("command", &location, &error);
                 self.latest_decodable(key, last.sequence).await
             }
+        }
+    }
+
+    /// The last message on a subject of the commands stream, read so that it cannot be stale:
+    /// with one replica a direct get (answered by the stream itself, not queued behind the
+    /// server's JetStream API requests); with several, a get from the stream's leader, since
+    /// a direct get may be answered by a follower that has not caught up.
+    async fn last_on_subject(&self, subject: &str) -> Result<Option<StreamMessage>> {
+        if self.replicas == 1 {
+            return match self.commands.direct_get_last_for_subject(subject).await {
+                Ok(message) => Ok(Some(message)),
+                Err(error) if matches!(error.kind(), stream::DirectGetErrorKind::NotFound) => {
+                    Ok(None)
+                }
+                Err(error) => Err(unavailable(error)),
+            };
+        }
+        match self.commands.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(message)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(unavailable(error)),
         }
     }
 
@@ -203,28 +223,6 @@ impl Store {
             .await
             .map_err(unavailable)
     }
-}
-
-/// Turns on direct reads of a stream created before krane asked for them (other settings
-/// are kept).
-pub(crate) async fn allow_direct_reads(
-    jetstream: &jetstream::Context,
-    mut stream: stream::Stream,
-) -> Result<stream::Stream> {
-    if stream.cached_info().config.allow_direct {
-        return Ok(stream);
-    }
-    let config = stream::Config {
-        allow_direct: true,
-        ..stream.cached_info().config.clone()
-    };
-    jetstream
-        .update_stream(&config)
-        .await
-        .map_err(unavailable)?;
-    stream.info().await.map_err(unavailable)?;
-    info!(stream = %config.name, "direct reads turned on");
-    Ok(stream)
 }
 
 #[cfg(test)]

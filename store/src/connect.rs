@@ -9,9 +9,20 @@ use std::time::Duration;
 /// How to reach NATS; shared by both binaries' command lines.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS server URL; several, comma-separated, for a cluster (the client picks one and
+    /// fails over to the others).
     #[arg(long, env = "KRANE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Replicas of krane's streams and buckets: 1 on a single server, 3 (or 5) on a cluster.
+    /// Existing streams and buckets are changed to it (or the start fails saying what to do).
+    #[arg(
+        long,
+        env = "KRANE_STREAM_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub stream_replicas: u8,
 
     /// NATS user name (with --nats-password).
     #[arg(long, env = "KRANE_NATS_USER", requires = "nats_password")]
@@ -47,6 +58,7 @@ impl NatsArgs {
     pub fn url(nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            stream_replicas: 1,
             nats_user: None,
             nats_password: None,
             nats_creds: None,
@@ -91,6 +103,11 @@ pub async fn connect(
     request_timeout: Duration,
 ) -> Result<Store> {
     let nats_url = &nats.nats_url;
+    let servers: Vec<&str> = nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .collect();
     let client = nats
         .options()
         .await?
@@ -103,7 +120,7 @@ pub async fn connect(
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         })
-        .connect(nats_url)
+        .connect(servers)
         .await
         .map_err(|error| {
             StoreError::Unavailable(format!("cannot connect to {nats_url}: {error}"))
@@ -111,5 +128,5 @@ pub async fn connect(
     let jetstream = jetstream::ContextBuilder::new()
         .timeout(request_timeout)
         .build(client);
-    Store::open(jetstream).await
+    Store::open(jetstream, usize::from(nats.stream_replicas)).await
 }

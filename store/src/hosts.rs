@@ -12,7 +12,7 @@ impl Store {
     pub async fn set_host_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.hosts = self
             .jetstream
-            .update_key_value(layout::hosts_bucket(timeout))
+            .update_key_value(layout::hosts_bucket(timeout, self.replicas))
             .await
             .map_err(unavailable)?;
         Ok(())

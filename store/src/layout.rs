@@ -1,6 +1,7 @@
 //! How krane's streams, buckets and the workers' consumer are configured, side by side, so
 //! whoever reads a stream sees what keeps it and who consumes it. Names come from
-//! `krane_core::names`.
+//! `krane_core::names`; `replicas` is `--stream-replicas` (1 on a single server, 3 or 5 on a
+//! cluster; the consumer inherits its stream's).
 
 use async_nats::jetstream::{consumer, kv, stream};
 use krane_core::names;
@@ -18,7 +19,7 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `KRANE_COMMANDS`: one subject per gateway; direct reads serve "the latest command".
-pub fn commands_stream() -> stream::Config {
+pub fn commands_stream(replicas: usize) -> stream::Config {
     stream::Config {
         name: names::COMMANDS_STREAM.into(),
         description: Some("krane gateway commands, one subject per gateway".into()),
@@ -27,6 +28,7 @@ pub fn commands_stream() -> stream::Config {
         max_messages_per_subject: COMMANDS_KEPT_PER_GATEWAY,
         duplicate_window: DEDUP_WINDOW,
         allow_direct: true,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -51,7 +53,7 @@ pub fn intake_consumer(
 }
 
 /// `KRANE_EVENTS`: one subject per replica and host.
-pub fn events_stream() -> stream::Config {
+pub fn events_stream(replicas: usize) -> stream::Config {
     stream::Config {
         name: names::EVENTS_STREAM.into(),
         description: Some("krane instance observations, one subject per replica".into()),
@@ -59,29 +61,32 @@ pub fn events_stream() -> stream::Config {
         storage: stream::StorageType::File,
         max_messages_per_subject: EVENTS_KEPT_PER_REPLICA,
         duplicate_window: DEDUP_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// `krane_gateways`: one record per gateway, the projection of both streams.
-pub fn gateways_bucket() -> kv::Config {
+pub fn gateways_bucket(replicas: usize) -> kv::Config {
     kv::Config {
         bucket: names::GATEWAYS_BUCKET.into(),
         description: "krane gateway records, projected from the streams".into(),
         history: 1,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// `krane_hosts`: one heartbeat per host, expiring after `timeout`.
-pub fn hosts_bucket(timeout: Duration) -> kv::Config {
+pub fn hosts_bucket(timeout: Duration, replicas: usize) -> kv::Config {
     kv::Config {
         bucket: names::HOSTS_BUCKET.into(),
         description: "krane worker heartbeats; an entry expires when its host is lost".into(),
         history: 1,
         max_age: timeout,
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     }
 }

@@ -72,47 +72,28 @@ pub struct Store {
     events: stream::Stream,
     gateways: kv::Store,
     hosts: kv::Store,
+    /// Replicas of every stream and bucket (`--stream-replicas`).
+    replicas: usize,
 }
 
 impl Store {
-    /// Creates the streams and the buckets if missing and returns handles on them.
-    pub async fn open(jetstream: jetstream::Context) -> Result<Self> {
-        let commands = jetstream
-            .get_or_create_stream(layout::commands_stream())
-            .await
-            .map_err(unavailable)?;
-        let commands = commands::allow_direct_reads(&jetstream, commands).await?;
-        let events = jetstream
-            .get_or_create_stream(layout::events_stream())
-            .await
-            .map_err(unavailable)?;
-        let gateways = match jetstream
-            .get_key_value(krane_core::names::GATEWAYS_BUCKET)
-            .await
-        {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_key_value(layout::gateways_bucket())
-                .await
-                .map_err(unavailable)?,
-        };
-        let hosts = match jetstream
-            .get_key_value(krane_core::names::HOSTS_BUCKET)
-            .await
-        {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_key_value(layout::hosts_bucket(layout::DEFAULT_HOST_TIMEOUT))
-                .await
-                .map_err(unavailable)?,
-        };
-        info!("JetStream streams and KV buckets ready");
+    /// Creates the streams and the buckets if missing (with `replicas` replicas each) and
+    /// returns handles on them. Existing ones with another replica count are changed to it;
+    /// when NATS refuses (a single server cannot hold 3 replicas), the error says what to do.
+    pub async fn open(jetstream: jetstream::Context, replicas: usize) -> Result<Self> {
+        let commands = ensure_stream(&jetstream, layout::commands_stream(replicas)).await?;
+        let events = ensure_stream(&jetstream, layout::events_stream(replicas)).await?;
+        let gateways = ensure_bucket(&jetstream, layout::gateways_bucket(replicas)).await?;
+        let hosts_config = layout::hosts_bucket(layout::DEFAULT_HOST_TIMEOUT, replicas);
+        let hosts = ensure_bucket(&jetstream, hosts_config).await?;
+        info!(replicas, "JetStream streams and KV buckets ready");
         Ok(Self {
             jetstream,
             commands,
             events,
             gateways,
             hosts,
+            replicas,
         })
     }
 
@@ -137,4 +118,84 @@ impl Store {
             ))),
         }
     }
+}
+
+/// Creates the stream, or brings an existing one to the wanted replica count (and direct
+/// reads, for streams that want them), keeping its other settings.
+async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<stream::Stream> {
+    let name = wanted.name.clone();
+    let replicas = wanted.num_replicas;
+    let mut stream = jetstream
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|error| refused(&name, None, replicas, error))?;
+    let current = stream.cached_info().config.clone();
+    let direct = wanted.allow_direct && !current.allow_direct;
+    if current.num_replicas == replicas && !direct {
+        return Ok(stream);
+    }
+    let changed = stream::Config {
+        num_replicas: replicas,
+        allow_direct: current.allow_direct || wanted.allow_direct,
+        ..current.clone()
+    };
+    jetstream
+        .update_stream(&changed)
+        .await
+        .map_err(|error| refused(&name, Some(current.num_replicas), replicas, error))?;
+    stream.info().await.map_err(unavailable)?;
+    info!(stream = %name, replicas, direct_reads = changed.allow_direct, "stream updated");
+    Ok(stream)
+}
+
+/// Creates the bucket, or brings an existing one to the wanted replica count (its other
+/// settings, such as the hosts bucket's entry TTL, are kept).
+async fn ensure_bucket(jetstream: &jetstream::Context, wanted: kv::Config) -> Result<kv::Store> {
+    let replicas = wanted.num_replicas;
+    let bucket = wanted.bucket.clone();
+    let Ok(store) = jetstream.get_key_value(&bucket).await else {
+        return jetstream
+            .create_key_value(wanted)
+            .await
+            .map_err(|error| refused(&bucket, None, replicas, error));
+    };
+    let mut stream = store.stream.clone();
+    let current = stream.info().await.map_err(unavailable)?.config.clone();
+    if current.num_replicas == replicas {
+        return Ok(store);
+    }
+    let changed = stream::Config {
+        num_replicas: replicas,
+        ..current.clone()
+    };
+    jetstream
+        .update_stream(&changed)
+        .await
+        .map_err(|error| refused(&bucket, Some(current.num_replicas), replicas, error))?;
+    info!(%bucket, replicas, "bucket updated");
+    jetstream.get_key_value(&bucket).await.map_err(unavailable)
+}
+
+/// A stream or bucket NATS would not create or change: says what to do about it.
+fn refused(
+    name: &str,
+    current: Option<usize>,
+    wanted: usize,
+    error: impl std::fmt::Display,
+) -> StoreError {
+    let what = match current {
+        Some(current) => {
+            format!("{name} has {current} replica(s); changing it to {wanted} was refused")
+        }
+        None if wanted > 1 => format!("{name} could not be created with {wanted} replicas"),
+        None => return unavailable(format!("{name}: {error}")),
+    };
+    StoreError::Unavailable(format!(
+        "{what}: {error}. --stream-replicas (KRANE_STREAM_REPLICAS) must be at most the number \
+         of JetStream servers in the cluster: 1 on a single server, 3 or 5 on a cluster; or \
+         change it with `nats stream edit {name} --replicas N` (buckets: KV_<bucket>)"
+    ))
 }

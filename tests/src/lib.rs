@@ -12,7 +12,7 @@ pub mod process;
 pub mod workers;
 
 pub use client::{Protocol, RpcError, TestClient};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 
 use clap::Parser;
 use krane_store::Store;

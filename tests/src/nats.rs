@@ -1,4 +1,5 @@
-//! A real `nats-server` with JetStream on a free loopback port and a temporary store.
+//! A real `nats-server` with JetStream on a free loopback port and a temporary store, and a
+//! real cluster of them ([`NatsCluster`]: routes between loopback ports, JetStream on each).
 //! The binary comes from `KRANE_NATS_SERVER`, else `PATH` (`scripts/install-nats.sh` provides it).
 //!
 //! The server picks its own port (`-p -1`) and the harness reads it from the server's log:
@@ -95,6 +96,57 @@ impl NatsServer {
             "nats-server did not become ready within 10 s; its log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+    }
+}
+
+/// A NATS cluster on loopback: `size` servers named `n0`, `n1` …, each with its own client
+/// port, cluster port and temporary store, routed to all the others. A node can be killed
+/// (SIGKILL) and restarted on the same ports and store; it then catches up from its peers.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start(size: usize) -> Self {
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (index, port) in cluster_ports.iter().enumerate() {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|other| *other != port)
+                .map(|other| format!("nats://127.0.0.1:{other}"))
+                .collect();
+            let name = format!("n{index}");
+            let listen = format!("nats://127.0.0.1:{port}");
+            let routes = routes.join(",");
+            let args = [
+                "-n",
+                name.as_str(),
+                "--cluster_name",
+                "krane",
+                "--cluster",
+                listen.as_str(),
+                "--routes",
+                routes.as_str(),
+            ];
+            nodes.push(NatsServer::start_with(&args).await);
+        }
+        Self { nodes }
+    }
+
+    /// Every node's client URL, comma-separated (as `--nats-url` takes them).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+
+    /// The node named `name` (`n0` …), as JetStream reports leaders.
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        let index: usize = name
+            .trim_start_matches('n')
+            .parse()
+            .unwrap_or_else(|_| panic!("not a node name: {name}"));
+        &mut self.nodes[index]
     }
 }
 

@@ -43,7 +43,9 @@ async fn a_commands_stream_without_direct_reads_is_upgraded_and_keeps_its_comman
         .expect("stored")
         .sequence;
 
-    let log = Store::open(jetstream.clone()).await.expect("open the log");
+    let log = Store::open(jetstream.clone(), 1)
+        .await
+        .expect("open the log");
 
     let mut stream = jetstream
         .get_stream(names::COMMANDS_STREAM)
