@@ -2,6 +2,11 @@
 //! at `--api` / `KRANE_API_URL`; create, scale and delete follow the gateway's replicas live
 //! until done, failed or `--timeout` (`--detach` returns at once). Exit codes: 0 done,
 //! 1 failed (or the call was refused), 2 timed out.
+//!
+//! - `args`: the command line (`krane gateway …`).
+//! - `api`: the connection to the API and the calls everyone uses.
+//! - `client`: runs one command.
+//! - `progress`: follows a gateway to its goal with a live per-replica display.
 
 mod api;
 mod args;

@@ -23,9 +23,15 @@ pub struct HostInfo {
     pub containers: u32,
     /// Most krane containers it accepts; `None` = unlimited.
     pub max_containers: Option<u32>,
+    /// False when its engine did not answer the heartbeat's call in time: the host is alive
+    /// (its replicas stay) but takes no new ones. Heartbeats of older workers lack it: true.
+    #[serde(default = "answers")]
+    pub engine_healthy: bool,
 }
 
-impl HostInfo {}
+fn answers() -> bool {
+    true
+}
 
 /// Places the `replicas` replicas of `gateway`, keeping `current[i]` where that host is live.
 pub fn place(
@@ -59,7 +65,7 @@ pub fn place(
             .values()
             .filter(|host| {
                 let load = host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0);
-                host.max_containers.is_none_or(|max| load < max)
+                host.engine_healthy && host.max_containers.is_none_or(|max| load < max)
             })
             .min_by_key(|host| {
                 let id = host.host_id.as_str();
@@ -96,6 +102,7 @@ mod tests {
             advertise_host: format!("{id}.local"),
             containers,
             max_containers: max,
+            engine_healthy: true,
         }
     }
 
@@ -187,5 +194,16 @@ mod tests {
     #[test]
     fn without_live_hosts_nothing_is_placed() {
         assert_eq!(place(2, &["gone".into()], &[]), vec!["", ""]);
+    }
+
+    #[test]
+    fn a_host_whose_engine_hangs_keeps_its_replicas_but_takes_no_new_ones() {
+        let mut sick = host("b", 0, None);
+        sick.engine_healthy = false;
+        let hosts = [host("a", 5, None), sick];
+        let kept = place(2, &["b".to_string()], &hosts);
+        assert_eq!(kept, vec!["b".to_string(), "a".to_string()]);
+        let fresh = place(2, &[], &hosts);
+        assert_eq!(fresh, vec!["a".to_string(), "a".to_string()]);
     }
 }

@@ -4,6 +4,7 @@
 use crate::{Result, Store, StoreError};
 use async_nats::jetstream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to reach NATS; shared by both binaries' command lines.
@@ -108,16 +109,26 @@ pub async fn connect(
         .map(str::trim)
         .filter(|server| !server.is_empty())
         .collect();
+    let connected_at = Arc::new(Mutex::new(std::time::Instant::now()));
+    let on_connect = connected_at.clone();
     let client = nats
         .options()
         .await?
         .name(client_name)
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                other => tracing::debug!(event = %other, "NATS event"),
+        .event_callback(move |event| {
+            let connected_at = on_connect.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    async_nats::Event::Connected => {
+                        if let Ok(mut at) = connected_at.lock() {
+                            *at = std::time::Instant::now();
+                        }
+                        tracing::info!("connected to NATS");
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
             }
         })
         .connect(servers)
@@ -128,5 +139,7 @@ pub async fn connect(
     let jetstream = jetstream::ContextBuilder::new()
         .timeout(request_timeout)
         .build(client);
-    Store::open(jetstream, usize::from(nats.stream_replicas)).await
+    let mut store = Store::open(jetstream, usize::from(nats.stream_replicas)).await?;
+    store.connected_at = connected_at;
+    Ok(store)
 }

@@ -30,6 +30,8 @@ pub use projection::StoredRecord;
 
 use async_nats::jetstream::{self, kv, stream};
 use krane_core::codec::CodecError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::info;
 
 /// Why a store call failed; callers branch on it (retry later, give up, or answer `internal`).
@@ -74,6 +76,8 @@ pub struct Store {
     hosts: kv::Store,
     /// Replicas of every stream and bucket (`--stream-replicas`).
     replicas: usize,
+    /// When the client last (re)connected to a server.
+    connected_at: Arc<Mutex<Instant>>,
 }
 
 impl Store {
@@ -94,6 +98,7 @@ impl Store {
             gateways,
             hosts,
             replicas,
+            connected_at: Arc::new(Mutex::new(Instant::now())),
         })
     }
 
@@ -101,6 +106,17 @@ impl Store {
     /// garbage command, an old version's stream). krane's own code goes through `Store`.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// How long the client has been connected since it last (re)connected; `None` while it
+    /// is disconnected. A broker outage silences every heartbeat at once: whoever judges
+    /// hosts by their heartbeats waits a full host timeout after a reconnect.
+    pub fn connected_for(&self) -> Option<Duration> {
+        if !self.is_connected() {
+            return None;
+        }
+        let since = *self.connected_at.lock().ok()?;
+        Some(since.elapsed())
     }
 
     /// True while the client is connected to a server (health checks).

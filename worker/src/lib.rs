@@ -62,7 +62,7 @@ pub async fn run(
         },
         hosts: HostsView::default(),
     };
-    worker.hosts.refresh(&worker.store).await;
+    let _ = worker.hosts.refresh(&worker.store).await;
     let reconciler = Arc::new(Reconciler::new(
         worker.clone(),
         config.replica_parallelism,
@@ -81,8 +81,11 @@ pub async fn run(
             worker.store.clone(),
             worker.hosts.clone(),
             worker.host.clone(),
-            HOSTS_REFRESH,
-            config.resync_interval,
+            hosts::scheduler::SchedulerSettings {
+                interval: HOSTS_REFRESH,
+                full_scan: config.resync_interval,
+                host_timeout: config.host_timeout,
+            },
             stop.clone(),
         )),
         tokio::spawn(resync::run(

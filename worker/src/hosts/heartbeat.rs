@@ -2,6 +2,10 @@
 //! address, how many krane containers it runs and its capacity. The entry expires after the
 //! host timeout; a host whose entry expired is lost and its replicas are placed elsewhere.
 //! On shutdown the entry is left to expire, so a quick restart moves nothing.
+//!
+//! The engine call that counts the containers has a timeout: a worker whose engine hangs keeps
+//! heartbeating, with the engine marked unhealthy (the host keeps its replicas and takes no
+//! new ones), instead of silently going quiet and being judged lost.
 
 use super::HostIdentity;
 use crate::runtime::ContainerRuntime;
@@ -22,17 +26,29 @@ pub async fn run(
 ) {
     let mut containers = 0;
     loop {
-        match runtime.list_owned(&host.host_id).await {
-            Ok(owned) => containers = u32::try_from(owned.len()).unwrap_or(u32::MAX),
-            Err(error) => {
-                warn!(%error, "heartbeat cannot count containers; sending the last count")
+        let counted = tokio::time::timeout(interval, runtime.list_owned(&host.host_id)).await;
+        let engine_healthy = match counted {
+            Ok(Ok(owned)) => {
+                containers = u32::try_from(owned.len()).unwrap_or(u32::MAX);
+                true
             }
-        }
+            // An engine that answers with an error is down, not hanging: its gateways wait for
+            // it (PENDING, "waiting for the Docker engine") where they are placed.
+            Ok(Err(error)) => {
+                warn!(%error, "heartbeat cannot count containers; sending the last count");
+                true
+            }
+            Err(_) => {
+                warn!(timeout = ?interval, "the engine did not answer the heartbeat in time; engine marked unhealthy");
+                false
+            }
+        };
         let info = HostInfo {
             host_id: host.host_id.clone(),
             advertise_host: host.advertise_host.clone(),
             containers,
             max_containers,
+            engine_healthy,
         };
         if let Err(error) = store.heartbeat(&info).await {
             warn!(%error, "heartbeat not sent");

@@ -5,10 +5,13 @@
 //! - [`view`]: `HostsView`, the live hosts as last read from that bucket.
 //! - [`placing`]: places a gateway's unplaced replicas on live hosts and stores the placement
 //!   as a new command, only if the gateway's latest command is still the one it placed.
+//! - [`liveness`]: which missing hosts count as lost (pure), so a broker outage or a
+//!   disrupted network never empties the fleet.
 //! - [`scheduler`]: the loop that closes the instances of lost hosts and places their replicas
 //!   elsewhere.
 
 pub mod heartbeat;
+pub mod liveness;
 pub mod placing;
 pub mod scheduler;
 pub mod view;

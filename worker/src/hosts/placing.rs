@@ -23,6 +23,7 @@ fn unplaced_only(live: Vec<HostInfo>, intent: &Command) -> Vec<HostInfo> {
                 advertise_host: String::new(),
                 containers: 0,
                 max_containers: None,
+                engine_healthy: true,
             });
         }
     }
@@ -38,6 +39,7 @@ pub fn live_with_self(me: &HostIdentity, mut hosts: Vec<HostInfo>) -> Vec<HostIn
             advertise_host: me.advertise_host.clone(),
             containers: 0,
             max_containers: None,
+            engine_healthy: true,
         });
     }
     hosts
@@ -155,6 +157,7 @@ mod tests {
             advertise_host: "127.0.0.1".into(),
             containers: 0,
             max_containers: None,
+            engine_healthy: true,
         }
     }
 

@@ -9,9 +9,13 @@
 //!   of replicas now placed elsewhere.
 //!
 //! The loop scans all gateway records when the set of live hosts changes and every
-//! `full_scan_interval`; a worker also places a gateway inline when it handles its command.
+//! `full_scan`; a worker also places a gateway inline when it handles its command. Which
+//! missing hosts count as lost is [`liveness`](super::liveness)'s call: none right after a
+//! reconnect, none when more than half look lost; and one scan moves at most
+//! `MOVES_PER_SCAN` gateways.
 
 use super::HostIdentity;
+use super::liveness::{Judgement, Liveness};
 use super::placing::{Scope, live_with_self, place_if_needed};
 use super::view::HostsView;
 use krane_core::event::{InstanceObserved, ObservedState};
@@ -21,28 +25,68 @@ use krane_store::{Latest, Result, Store};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+/// Gateways whose replicas one scan moves at most; the rest are moved by the next scans,
+/// a couple of seconds apart, so a mistaken judgement cannot move the whole fleet at once.
+const MOVES_PER_SCAN: usize = 64;
 
 pub async fn run(
     store: Store,
     hosts: HostsView,
     me: HostIdentity,
-    interval: Duration,
-    full_scan_interval: Duration,
+    settings: SchedulerSettings,
     stop: CancellationToken,
 ) {
     let mut last_hosts: BTreeSet<String> = BTreeSet::new();
     let mut last_scan: Option<Instant> = None;
+    let mut liveness = Liveness::new(settings.host_timeout);
+    // Since when reads of the hosts bucket have gone well, without a break.
+    let mut reading_well_since: Option<Instant> = None;
+    let mut last_judgement = Judgement::Steady;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(settings.interval) => {}
         }
-        hosts.refresh(&store).await;
+        let now = Instant::now();
+        if hosts.refresh(&store).await {
+            reading_well_since.get_or_insert(now);
+        } else {
+            reading_well_since = None;
+        }
+        // A reconnect of this worker to NATS restarts the clock too.
+        let reading_well_for = reading_well_since
+            .map(|since| now.saturating_duration_since(since))
+            .zip(store.connected_for())
+            .map(|(reading, connected)| reading.min(connected));
         let live = live_with_self(&me, hosts.snapshot());
         let ids: BTreeSet<String> = live.iter().map(|host| host.host_id.clone()).collect();
+        let judgement = liveness.judge(&ids, now, reading_well_for);
+        if judgement != last_judgement {
+            match &judgement {
+                Judgement::Steady => info!(hosts = ?ids, "every known host is live"),
+                Judgement::Lost(lost) => warn!(?lost, "hosts lost; moving their replicas"),
+                Judgement::TooSoon(missing) => info!(
+                    ?missing,
+                    "hosts missing right after a reconnect; giving them a full host timeout to heartbeat"
+                ),
+                Judgement::Disrupted { lost, known } => error!(
+                    ?lost,
+                    known,
+                    "more than half of the known hosts look lost at once: moving nothing (check NATS and the network between the hosts)"
+                ),
+            }
+            last_judgement = judgement.clone();
+        }
+        if matches!(
+            judgement,
+            Judgement::TooSoon(_) | Judgement::Disrupted { .. }
+        ) {
+            continue;
+        }
         let due =
-            ids != last_hosts || last_scan.is_none_or(|at| at.elapsed() >= full_scan_interval);
+            ids != last_hosts || last_scan.is_none_or(|at| at.elapsed() >= settings.full_scan);
         if !due {
             continue;
         }
@@ -50,16 +94,41 @@ pub async fn run(
             info!(hosts = ?ids, "live hosts changed");
         }
         match scan(&store, &live).await {
-            Ok(()) => {
+            Ok(Scanned::Complete) => {
                 last_hosts = ids;
                 last_scan = Some(Instant::now());
+            }
+            // More to move: the next round goes on where this one stopped.
+            Ok(Scanned::MoveLimitReached) => {
+                info!(
+                    moves = MOVES_PER_SCAN,
+                    "moved as many gateways as one scan may; more next round"
+                );
             }
             Err(error) => warn!(%error, "scheduling scan failed; retrying"),
         }
     }
 }
 
-async fn scan(store: &Store, live: &[HostInfo]) -> Result<()> {
+/// How often and how patiently the scheduler looks.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerSettings {
+    /// How often the live hosts are read.
+    pub interval: Duration,
+    /// How often every record is scanned even if the hosts did not change.
+    pub full_scan: Duration,
+    /// `--host-timeout`: also how long reads must go well before a missing host is lost.
+    pub host_timeout: Duration,
+}
+
+/// How far a scan got.
+enum Scanned {
+    Complete,
+    MoveLimitReached,
+}
+
+async fn scan(store: &Store, live: &[HostInfo]) -> Result<Scanned> {
+    let mut moves = 0;
     for record in store.all_records().await?.into_values() {
         close_lost_hosts(store, &record, live).await?;
         // The record may lag the log; a stale decision loses its conditional write, and the
@@ -69,9 +138,15 @@ async fn scan(store: &Store, live: &[HostInfo]) -> Result<()> {
             command: record.intent.clone(),
             last_seq: record.intent_seq,
         };
-        place_if_needed(store, latest, live, Scope::OffLostHosts).await?;
+        let placed = place_if_needed(store, latest, live, Scope::OffLostHosts).await?;
+        if placed.projected.is_some() {
+            moves += 1;
+            if moves >= MOVES_PER_SCAN {
+                return Ok(Scanned::MoveLimitReached);
+            }
+        }
     }
-    Ok(())
+    Ok(Scanned::Complete)
 }
 
 /// Publishes `Gone` for every replica a lost host last reported as present.

@@ -18,10 +18,10 @@ pub struct HostsView {
 }
 
 impl HostsView {
-    /// Re-reads the hosts bucket now; on failure the previous view stays.
-    pub async fn refresh(&self, store: &Store) {
+    /// Re-reads the hosts bucket now; on failure the previous view stays. True when read.
+    pub async fn refresh(&self, store: &Store) -> bool {
         let _reading = self.reading.lock().await;
-        self.read(store).await;
+        self.read(store).await
     }
 
     /// Re-reads the hosts bucket unless the view was read less than `max_age` ago; callers
@@ -40,15 +40,19 @@ impl HostsView {
         read_at.map(|at| at.elapsed())
     }
 
-    async fn read(&self, store: &Store) {
+    async fn read(&self, store: &Store) -> bool {
         match store.live_hosts().await {
             Ok(hosts) => {
                 self.set(hosts);
                 if let Ok(mut read_at) = self.read_at.write() {
                     *read_at = Some(Instant::now());
                 }
+                true
             }
-            Err(error) => warn!(%error, "cannot read the live hosts; keeping the last view"),
+            Err(error) => {
+                warn!(%error, "cannot read the live hosts; keeping the last view");
+                false
+            }
         }
     }
 

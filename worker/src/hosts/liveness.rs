@@ -1,0 +1,160 @@
+//! Judging hosts lost, pure: a host that heartbeated before and is missing from the hosts
+//! bucket now is lost — unless this worker has not had a full `--host-timeout` of good reads
+//! since it (or NATS) came back, because a broker outage silences every heartbeat at once and
+//! must not be read as the loss of every host; and unless more than half of the known hosts
+//! look lost at once, which says more about the network or NATS than about the hosts
+//! (Kubernetes' node lifecycle controller stops evicting in a fully disrupted zone for the
+//! same reason). Hosts not seen for ten host timeouts are forgotten.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How many host timeouts a host stays known after its last heartbeat.
+const FORGET_AFTER_TIMEOUTS: u32 = 10;
+
+/// What the scheduler may do about the hosts it sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Every known host is live.
+    Steady,
+    /// These hosts are lost: their replicas may be moved.
+    Lost(Vec<String>),
+    /// Hosts look lost, but too soon after a reconnect (or failed reads) to tell: move nothing.
+    TooSoon(Vec<String>),
+    /// More than half of the known hosts look lost: move nothing, say so loudly.
+    Disrupted { lost: Vec<String>, known: usize },
+}
+
+/// The hosts this worker has seen heartbeat, and when last.
+pub struct Liveness {
+    host_timeout: Duration,
+    known: BTreeMap<String, Instant>,
+}
+
+impl Liveness {
+    pub fn new(host_timeout: Duration) -> Self {
+        Self {
+            host_timeout,
+            known: BTreeMap::new(),
+        }
+    }
+
+    /// Judges the hosts given the `live` ones read `now`, and how long reads of the hosts
+    /// bucket have been good without a break (`None`: the last one failed).
+    pub fn judge(
+        &mut self,
+        live: &BTreeSet<String>,
+        now: Instant,
+        reading_well_for: Option<Duration>,
+    ) -> Judgement {
+        for host in live {
+            self.known.insert(host.clone(), now);
+        }
+        let forget_after = self.host_timeout * FORGET_AFTER_TIMEOUTS;
+        self.known
+            .retain(|_, seen| now.saturating_duration_since(*seen) < forget_after);
+        let lost: Vec<String> = self
+            .known
+            .keys()
+            .filter(|host| !live.contains(*host))
+            .cloned()
+            .collect();
+        if lost.is_empty() {
+            return Judgement::Steady;
+        }
+        if reading_well_for.is_none_or(|good| good < self.host_timeout) {
+            return Judgement::TooSoon(lost);
+        }
+        if lost.len() * 2 > self.known.len() {
+            return Judgement::Disrupted {
+                known: self.known.len(),
+                lost,
+            };
+        }
+        Judgement::Lost(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(4);
+
+    fn hosts(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|id| id.to_string()).collect()
+    }
+
+    fn well() -> Option<Duration> {
+        Some(TIMEOUT * 2)
+    }
+
+    #[test]
+    fn all_known_hosts_live_is_steady() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now, well()),
+            Judgement::Steady
+        );
+    }
+
+    #[test]
+    fn one_host_of_three_missing_is_lost() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, well()),
+            Judgement::Lost(vec!["c".into()])
+        );
+    }
+
+    #[test]
+    fn nothing_is_lost_until_a_full_host_timeout_after_reconnecting() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        // NATS was away: the heartbeats of b and c expired meanwhile.
+        let just_back = Some(Duration::from_secs(1));
+        assert_eq!(
+            liveness.judge(&hosts(&["a"]), now + TIMEOUT, just_back),
+            Judgement::TooSoon(vec!["b".into(), "c".into()])
+        );
+        assert!(matches!(
+            liveness.judge(&hosts(&["a"]), now + TIMEOUT, None),
+            Judgement::TooSoon(_)
+        ));
+        // They heartbeat again within the timeout: nothing was ever moved.
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b", "c"]), now + TIMEOUT * 2, well()),
+            Judgement::Steady
+        );
+    }
+
+    #[test]
+    fn more_than_half_lost_at_once_moves_nothing() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        assert_eq!(
+            liveness.judge(&hosts(&["a"]), now + TIMEOUT, well()),
+            Judgement::Disrupted {
+                lost: vec!["b".into(), "c".into()],
+                known: 3
+            }
+        );
+    }
+
+    #[test]
+    fn hosts_gone_for_long_are_forgotten() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        let later = now + TIMEOUT * (FORGET_AFTER_TIMEOUTS + 1);
+        assert_eq!(
+            liveness.judge(&hosts(&["a"]), later, well()),
+            Judgement::Steady
+        );
+    }
+}
