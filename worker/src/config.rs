@@ -32,6 +32,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_HOST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub host_timeout: Duration,
 
+    /// Self-fencing (off by default): when this worker has not reached NATS for this long, it
+    /// stops its host's krane containers, since other hosts may run their replicas by now.
+    /// Trades availability during a partition for never serving twice.
+    #[arg(long, env = "KRANE_FENCE_AFTER", value_parser = humantime::parse_duration)]
+    pub fence_after: Option<Duration>,
+
     /// Longest a rolling update waits for its turn before the command is retried later.
     #[arg(long, env = "KRANE_ROLLOUT_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
     pub rollout_timeout: Duration,

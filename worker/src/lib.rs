@@ -98,6 +98,15 @@ pub async fn run(
             stop.clone(),
         )),
     ];
+    let fencing = config.fence_after.map(|fence_after| {
+        tokio::spawn(hosts::fencing::run(
+            worker.store.clone(),
+            worker.runtime.clone(),
+            worker.host.clone(),
+            fence_after,
+            stop.clone(),
+        ))
+    });
     let settings = ConsumerSettings {
         durable_name: consumer_name(&worker.host.host_id),
         concurrency: config.concurrency,
@@ -110,7 +119,7 @@ pub async fn run(
         .context("command consumer failed");
     // Whatever ended the consumer, the background loops go with it.
     stop.cancel();
-    for task in background {
+    for task in background.into_iter().chain(fencing) {
         let _ = task.await;
     }
     consumed

@@ -1,6 +1,7 @@
 //! Hosts: which workers are alive and where replicas go. A layer below the worker's context:
 //! nothing here knows the `Worker`; the loops take the parts they use.
 //!
+//! - [`fencing`]: optional self-fencing when NATS stays unreachable (`--fence-after`).
 //! - [`heartbeat`]: announces this host in the hosts bucket, again and again.
 //! - [`view`]: `HostsView`, the live hosts as last read from that bucket.
 //! - [`placing`]: places a gateway's unplaced replicas on live hosts and stores the placement
@@ -10,6 +11,7 @@
 //! - [`scheduler`]: the loop that closes the instances of lost hosts and places their replicas
 //!   elsewhere.
 
+pub mod fencing;
 pub mod heartbeat;
 pub mod liveness;
 pub mod placing;

@@ -13,7 +13,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
-    RemoveContainerOptions, StartContainerOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -254,6 +254,19 @@ impl ContainerRuntime for DockerRuntime {
         {
             Ok(()) => Ok(()),
             Err(error) if status_of(&error) == Some(304) => Ok(()),
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = StopContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        match self.docker.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Stopped already (304), or gone (404).
+            Err(error) if matches!(status_of(&error), Some(304 | 404)) => Ok(()),
             Err(error) => Err(classify(error)),
         }
     }

@@ -54,6 +54,23 @@ impl FakeRuntime {
         }
     }
 
+    /// Names of the running containers, for assertions.
+    pub fn running_names(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|state| {
+                state
+                    .containers
+                    .iter()
+                    .filter(|(_, (_, container_state, _))| {
+                        *container_state == ContainerState::Running
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Names of every container, for assertions.
     pub fn container_names(&self) -> Vec<String> {
         self.state
@@ -177,6 +194,15 @@ impl ContainerRuntime for FakeRuntime {
                 Ok(())
             }
             None => Err(RuntimeError::Rejected(format!("no such container {name}"))),
+        })
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
+        self.with_state(|state| {
+            if let Some(entry) = state.containers.get_mut(name) {
+                entry.1 = ContainerState::Exited;
+            }
+            Ok(())
         })
     }
 

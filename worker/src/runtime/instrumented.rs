@@ -70,6 +70,10 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
         timed("start", self.inner.start(name)).await
     }
 
+    async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
+        timed("stop", self.inner.stop(name)).await
+    }
+
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         timed("remove", self.inner.remove(name)).await
     }

@@ -129,6 +129,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError>;
     /// Starts an existing container.
     async fn start(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Stops a running container (it stays, to be started again) unless it is stopped or gone.
+    async fn stop(&self, name: &str) -> Result<(), RuntimeError>;
     /// Removes a container (forcefully, with its anonymous volumes) unless it is gone.
     async fn remove(&self, name: &str) -> Result<(), RuntimeError>;
     /// Every krane container this host owns (its `krane.host.id` label), for the resync.
