@@ -1,16 +1,22 @@
 //! Judging hosts lost, pure: a host that heartbeated before and is missing from the hosts
-//! bucket now is lost — unless this worker has not had a full `--host-timeout` of good reads
+//! bucket now is lost — unless this worker has not had two `--host-timeout`s of good reads
 //! since it (or NATS) came back, because a broker outage silences every heartbeat at once and
 //! must not be read as the loss of every host; and unless more than half of the known hosts
 //! look lost at once, which says more about the network or NATS than about the hosts
 //! (Kubernetes' node lifecycle controller stops evicting in a fully disrupted zone for the
-//! same reason). Hosts not seen for ten host timeouts are forgotten.
+//! same reason). A missing host counts as lost only after one heartbeat interval, so hosts
+//! that went quiet together are judged together. Hosts not seen for ten host timeouts are
+//! forgotten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How many host timeouts a host stays known after its last heartbeat.
 const FORGET_AFTER_TIMEOUTS: u32 = 10;
+/// How many host timeouts of good reads must follow a reconnect before a missing host is lost:
+/// one for the host to heartbeat, one more for its own reconnect, which backs off while the
+/// broker is away and may come seconds after this worker's.
+const GRACE_TIMEOUTS: u32 = 2;
 
 /// What the scheduler may do about the hosts it sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub enum Judgement {
 pub struct Liveness {
     host_timeout: Duration,
     known: BTreeMap<String, Instant>,
+    /// When each missing host was first seen missing.
+    missing_since: BTreeMap<String, Instant>,
 }
 
 impl Liveness {
@@ -36,7 +44,15 @@ impl Liveness {
         Self {
             host_timeout,
             known: BTreeMap::new(),
+            missing_since: BTreeMap::new(),
         }
+    }
+
+    /// How long a host must have been missing before it counts as lost: one heartbeat
+    /// interval (a third of the host timeout), so hosts that went quiet together — whose
+    /// entries expire up to one interval apart — are all missing by then and judged together.
+    fn confirm_after(&self) -> Duration {
+        self.host_timeout / 3
     }
 
     /// Judges the hosts given the `live` ones read `now`, and how long reads of the hosts
@@ -53,23 +69,40 @@ impl Liveness {
         let forget_after = self.host_timeout * FORGET_AFTER_TIMEOUTS;
         self.known
             .retain(|_, seen| now.saturating_duration_since(*seen) < forget_after);
-        let lost: Vec<String> = self
+        let missing: Vec<String> = self
             .known
             .keys()
             .filter(|host| !live.contains(*host))
             .cloned()
             .collect();
-        if lost.is_empty() {
+        self.missing_since.retain(|host, _| missing.contains(host));
+        for host in &missing {
+            self.missing_since.entry(host.clone()).or_insert(now);
+        }
+        if missing.is_empty() {
             return Judgement::Steady;
         }
-        if reading_well_for.is_none_or(|good| good < self.host_timeout) {
-            return Judgement::TooSoon(lost);
+        if reading_well_for.is_none_or(|good| good < self.host_timeout * GRACE_TIMEOUTS) {
+            return Judgement::TooSoon(missing);
         }
-        if lost.len() * 2 > self.known.len() {
+        if missing.len() * 2 > self.known.len() {
             return Judgement::Disrupted {
                 known: self.known.len(),
-                lost,
+                lost: missing,
             };
+        }
+        let confirm_after = self.confirm_after();
+        let lost: Vec<String> = missing
+            .iter()
+            .filter(|host| {
+                self.missing_since
+                    .get(*host)
+                    .is_some_and(|since| now.saturating_duration_since(*since) >= confirm_after)
+            })
+            .cloned()
+            .collect();
+        if lost.is_empty() {
+            return Judgement::TooSoon(missing);
         }
         Judgement::Lost(lost)
     }
@@ -86,7 +119,7 @@ mod tests {
     }
 
     fn well() -> Option<Duration> {
-        Some(TIMEOUT * 2)
+        Some(TIMEOUT * (GRACE_TIMEOUTS + 1))
     }
 
     #[test]
@@ -104,19 +137,36 @@ mod tests {
         let mut liveness = Liveness::new(TIMEOUT);
         let now = Instant::now();
         liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        // Just missing: wait one heartbeat interval, others that went quiet with it follow.
         assert_eq!(
             liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, well()),
+            Judgement::TooSoon(vec!["c".into()])
+        );
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT * 2, well()),
             Judgement::Lost(vec!["c".into()])
         );
     }
 
     #[test]
-    fn nothing_is_lost_until_a_full_host_timeout_after_reconnecting() {
+    fn hosts_that_go_quiet_together_are_judged_together() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
+        // b's entry expires first, c's a heartbeat interval later: never moved one by one.
+        let first = liveness.judge(&hosts(&["a", "c"]), now + TIMEOUT, well());
+        assert_eq!(first, Judgement::TooSoon(vec!["b".into()]));
+        let both = liveness.judge(&hosts(&["a"]), now + TIMEOUT + TIMEOUT / 4, well());
+        assert!(matches!(both, Judgement::Disrupted { .. }), "{both:?}");
+    }
+
+    #[test]
+    fn nothing_is_lost_until_two_host_timeouts_after_reconnecting() {
         let mut liveness = Liveness::new(TIMEOUT);
         let now = Instant::now();
         liveness.judge(&hosts(&["a", "b", "c"]), now, well());
         // NATS was away: the heartbeats of b and c expired meanwhile.
-        let just_back = Some(Duration::from_secs(1));
+        let just_back = Some(TIMEOUT + Duration::from_secs(1));
         assert_eq!(
             liveness.judge(&hosts(&["a"]), now + TIMEOUT, just_back),
             Judgement::TooSoon(vec!["b".into(), "c".into()])

@@ -69,7 +69,7 @@ pub async fn run(
                 Judgement::Lost(lost) => warn!(?lost, "hosts lost; moving their replicas"),
                 Judgement::TooSoon(missing) => info!(
                     ?missing,
-                    "hosts missing right after a reconnect; giving them a full host timeout to heartbeat"
+                    "hosts missing; not judged lost yet (just missing, or right after a reconnect)"
                 ),
                 Judgement::Disrupted { lost, known } => error!(
                     ?lost,
@@ -117,7 +117,7 @@ pub struct SchedulerSettings {
     pub interval: Duration,
     /// How often every record is scanned even if the hosts did not change.
     pub full_scan: Duration,
-    /// `--host-timeout`: also how long reads must go well before a missing host is lost.
+    /// `--host-timeout`: also (twice) how long reads must go well before a missing host is lost.
     pub host_timeout: Duration,
 }
 
