@@ -18,9 +18,9 @@ use krane_proto::krane::v1::{
     GatewayStatus, GatewaySummary, GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest,
     ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
 };
-use krane_store::{Latest, Store, StoredRecord};
+use krane_store::{Latest, Store, StoreError, StoredRecord};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -217,7 +217,20 @@ async fn write_from_log(
     decide: impl Fn(Option<&Latest>) -> Decision,
 ) -> Result<Written, ConnectError> {
     for _ in 0..WRITE_ATTEMPTS {
-        let latest = state.store.latest_command(key).await.map_err(storage)?;
+        let (latest, expected) = match state.store.latest_command(key).await {
+            Ok(latest) => {
+                let expected = latest.as_ref().map_or(0, |latest| latest.last_seq);
+                (latest, expected)
+            }
+            // Nothing on the subject can be read: decide as for a gateway without commands,
+            // and write on top of what is there.
+            Err(StoreError::Corrupt { location, reason }) => {
+                warn!(gateway = %key, %location, %reason, "no readable command; deciding as for a new gateway");
+                let expected = state.store.last_sequence(key).await.map_err(storage)?;
+                (None, expected)
+            }
+            Err(error) => return Err(storage(error)),
+        };
         let command = match decide(latest.as_ref()) {
             Decision::Write(command) => command,
             Decision::SameSpec => return Ok(Written::SameSpec),
@@ -227,7 +240,6 @@ async fn write_from_log(
                 )));
             }
         };
-        let expected = latest.as_ref().map_or(0, |latest| latest.last_seq);
         if let Some(seq) = state
             .store
             .publish_command_expecting(&command, expected)

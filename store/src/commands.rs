@@ -166,6 +166,14 @@ impl Store {
         }
     }
 
+    /// Sequence of the last message on the gateway's subject, decodable or not (0: none): what
+    /// a write must expect when no command on the subject can be read.
+    pub async fn last_sequence(&self, key: &GatewayKey) -> Result<u64> {
+        self.ensure_connected()?;
+        let last = self.last_on_subject(&key.command_subject()).await?;
+        Ok(last.map_or(0, |message| message.sequence))
+    }
+
     /// The slow path of [`Self::latest_command`]: reads the subject's kept commands in order
     /// and keeps the last one that decodes.
     async fn latest_decodable(&self, key: &GatewayKey, last_seq: u64) -> Result<Option<Latest>> {

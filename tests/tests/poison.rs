@@ -256,3 +256,32 @@ async fn an_engine_outage_uses_up_no_attempts() {
     );
     assert!(retrying.reason.contains("attempt 1 of 3"), "{retrying:?}");
 }
+
+/// A gateway whose commands are all unreadable (another version wrote them) can still be
+/// created: the Create is written on top and is the intent from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_over_unreadable_commands_is_stored_on_top() {
+    let namespace = unique_namespace("unreadable");
+    let krane = Krane::start_without_worker(&namespace).await;
+    let key = krane_core::GatewayKey::new(&namespace, "over");
+    krane
+        .store
+        .jetstream()
+        .publish(key.command_subject(), "{\"kind\":\"v9\"}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let client = krane.client(Protocol::ConnectJson);
+    client
+        .create(Some(gateway_request(&namespace, "over", 1)))
+        .await
+        .expect("accepted");
+    let latest = krane
+        .store
+        .latest_command(&key)
+        .await
+        .expect("readable now")
+        .expect("a command");
+    assert_eq!(latest.command.spec().map(|spec| spec.replicas), Some(1));
+}
