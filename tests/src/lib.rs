@@ -161,6 +161,19 @@ impl Krane {
         TestClient::new(protocol, self.api_addr)
     }
 
+    /// Stores `payload` as it is on `subject`, past krane's encoder (a message from another
+    /// version, or garbage); returns its stream sequence.
+    pub async fn publish_raw(&self, subject: String, payload: &'static str) -> u64 {
+        self.store
+            .jetstream()
+            .publish(subject, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored")
+            .sequence
+    }
+
     /// Restarts the in-process API abruptly (its task is aborted, as by SIGKILL) and serves it
     /// again on the same address.
     pub async fn restart_api(&mut self) {

@@ -108,14 +108,7 @@ async fn undecodable_commands_are_terminated_and_do_not_stop_the_worker() {
     let runtime = Arc::new(FakeRuntime::with_images(&[krane_tests::TEST_IMAGE]));
     krane.start_worker_on(runtime, &[]);
     let subject = krane_core::GatewayKey::new(&namespace, "garbage").command_subject();
-    krane
-        .store
-        .jetstream()
-        .publish(subject, "{not json".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    krane.publish_raw(subject, "{not json").await;
     let client = krane.client(Protocol::ConnectJson);
     client
         .create(Some(gateway_request(&namespace, "after", 1)))
@@ -265,13 +258,8 @@ async fn a_create_over_unreadable_commands_is_stored_on_top() {
     let krane = Krane::start_without_worker(&namespace).await;
     let key = krane_core::GatewayKey::new(&namespace, "over");
     krane
-        .store
-        .jetstream()
-        .publish(key.command_subject(), "{\"kind\":\"v9\"}".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+        .publish_raw(key.command_subject(), "{\"kind\":\"v9\"}")
+        .await;
     let client = krane.client(Protocol::ConnectJson);
     client
         .create(Some(gateway_request(&namespace, "over", 1)))
