@@ -12,6 +12,8 @@
 //!   compare-and-set fold, and the rebuild from both streams.
 //! - [`hosts`]: the `krane_hosts` bucket: heartbeats and the live hosts.
 //! - [`undecodable`]: skipping (and counting) stored values that do not decode.
+//! - [`watch`](mod@watch): following a whole bucket, its current state then every change (the
+//!   workers' in-memory views of the records and the live hosts).
 //!
 //! Every payload is encoded with `krane_core::codec`; an encoding error is an error, never an
 //! empty message.
@@ -23,10 +25,12 @@ pub mod hosts;
 pub mod layout;
 pub mod projection;
 pub mod undecodable;
+pub mod watch;
 
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
 pub use projection::StoredRecord;
+pub use watch::BucketChange;
 
 use async_nats::jetstream::{self, kv, stream};
 use krane_core::codec::CodecError;

@@ -4,6 +4,7 @@
 
 use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
+use crate::index::RecordIndex;
 use crate::runtime::ContainerRuntime;
 use krane_store::Store;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct Worker {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// This host.
     pub host: HostIdentity,
-    /// The live hosts, as last read.
+    /// The live hosts, kept by a watch of the hosts bucket.
     pub hosts: HostsView,
+    /// Every gateway record, kept by a watch of the gateways bucket (for scans only).
+    pub records: RecordIndex,
 }

@@ -11,6 +11,8 @@
 //! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine, and its
 //!   implementations (Docker, instrumented, and an in-memory one for tests).
 //! - [`context`]: the `Worker` context every loop shares.
+//! - [`index`]: every gateway record in memory, kept by a watch, for the scans of the
+//!   scheduler and the resync.
 //! - [`metrics`]: the worker's Prometheus metrics.
 //! - [`config`]: command-line flags and environment variables.
 //!
@@ -21,6 +23,7 @@
 pub mod config;
 mod context;
 mod hosts;
+mod index;
 mod intake;
 pub mod metrics;
 mod reconcile;
@@ -33,6 +36,7 @@ use crate::config::WorkerConfig;
 use crate::context::Worker;
 use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
+use crate::index::RecordIndex;
 use crate::intake::consumer::{self, ConsumerSettings};
 use crate::intake::resync::{self, ResyncSettings};
 use crate::reconcile::Reconciler;
@@ -60,15 +64,26 @@ pub async fn run(
             host_id: config.host_id(),
             advertise_host: config.advertise_host.clone(),
         },
-        hosts: HostsView::default(),
+        hosts: HostsView::new(config.host_timeout),
+        records: RecordIndex::default(),
     };
-    let _ = worker.hosts.refresh(&worker.store).await;
     let reconciler = Arc::new(Reconciler::new(
         worker.clone(),
         config.replica_parallelism,
         config.rollout_timeout,
     ));
     let background = [
+        tokio::spawn(hosts::view::follow(
+            worker.store.clone(),
+            worker.hosts.clone(),
+            worker.host.host_id.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(index::follow(
+            worker.store.clone(),
+            worker.records.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(hosts::heartbeat::run(
             worker.store.clone(),
             worker.runtime.clone(),
@@ -78,13 +93,16 @@ pub async fn run(
             stop.clone(),
         )),
         tokio::spawn(hosts::scheduler::run(
-            worker.store.clone(),
-            worker.hosts.clone(),
-            worker.host.clone(),
-            hosts::scheduler::SchedulerSettings {
-                interval: HOSTS_REFRESH,
-                full_scan: config.resync_interval,
-                host_timeout: config.host_timeout,
+            hosts::scheduler::Scheduler {
+                store: worker.store.clone(),
+                hosts: worker.hosts.clone(),
+                records: worker.records.clone(),
+                me: worker.host.clone(),
+                settings: hosts::scheduler::SchedulerSettings {
+                    interval: HOSTS_JUDGED_EVERY,
+                    full_scan: config.resync_interval,
+                    host_timeout: config.host_timeout,
+                },
             },
             stop.clone(),
         )),
@@ -125,8 +143,8 @@ pub async fn run(
     consumed
 }
 
-/// How often workers re-read the live hosts.
-const HOSTS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the scheduler judges the hosts (from memory: the view follows the heartbeats).
+const HOSTS_JUDGED_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Durable consumer name of a host: consumer names may not contain `.`, `*`, `>` or spaces.
 pub fn consumer_name(host_id: &str) -> String {

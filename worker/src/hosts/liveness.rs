@@ -7,6 +7,12 @@
 //! same reason). A missing host counts as lost only after one heartbeat interval, so hosts
 //! that went quiet together are judged together. Hosts not seen for ten host timeouts are
 //! forgotten.
+//!
+//! A host counts as known once this worker saw it heartbeat *or* found it named by a record
+//! (a replica placed on it, an instance it reported): a worker started after a host died has
+//! never seen its heartbeat, and must still judge it — by the same rules — before its
+//! replicas move. Only hosts judged lost lose their replicas; a host that is merely missing
+//! from this worker's view keeps them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -53,6 +59,17 @@ impl Liveness {
     /// entries expire up to one interval apart — are all missing by then and judged together.
     fn confirm_after(&self) -> Duration {
         self.host_timeout / 3
+    }
+
+    /// Makes hosts named by the records known, as if they had been seen `now` (hosts already
+    /// known keep their last sighting): a host nobody saw heartbeat is then judged like one
+    /// that stopped now, after the same grace and confirmation.
+    pub fn learn<'a>(&mut self, named: impl IntoIterator<Item = &'a str>, now: Instant) {
+        for host in named {
+            if !host.is_empty() && !self.known.contains_key(host) {
+                self.known.insert(host.to_string(), now);
+            }
+        }
     }
 
     /// Judges the hosts given the `live` ones read `now`, and how long reads of the hosts
@@ -193,6 +210,36 @@ mod tests {
                 lost: vec!["b".into(), "c".into()],
                 known: 3
             }
+        );
+    }
+
+    #[test]
+    fn a_host_only_named_by_records_is_judged_like_one_that_stopped_now() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        // A fresh worker: it sees a and b heartbeat; records also name c, which it never saw.
+        liveness.learn(["a", "b", "c"], now);
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now, well()),
+            Judgement::TooSoon(vec!["c".into()])
+        );
+        // Learning it again does not restart its clock.
+        liveness.learn(["c"], now + TIMEOUT);
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, well()),
+            Judgement::Lost(vec!["c".into()])
+        );
+    }
+
+    #[test]
+    fn a_fresh_worker_judges_no_named_host_lost_before_its_grace() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        let now = Instant::now();
+        liveness.learn(["a", "b", "c"], now);
+        let just_started = Some(Duration::from_secs(1));
+        assert_eq!(
+            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, just_started),
+            Judgement::TooSoon(vec!["c".into()])
         );
     }
 

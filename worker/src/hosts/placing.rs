@@ -3,21 +3,33 @@
 //! gateway's latest command is still the one it looked at*
 //! (`Store::publish_command_expecting`), so concurrent placers and newer caller intent never
 //! clash. Used inline by the reconcile (when a command leaves replicas unplaced) and by the
-//! scheduler (when hosts are lost).
+//! scheduler (when hosts are judged lost). A replica moves off a host only when that host was
+//! judged lost, never because this worker's view happens to miss it.
 
 use crate::hosts::HostIdentity;
 use krane_core::command::Command;
 use krane_core::placement::{self, HostInfo};
 use krane_store::{Latest, Result, Store, StoredRecord};
+use std::collections::BTreeSet;
 use tracing::info;
 
-/// For placing a gateway inline, while handling its command: only unplaced replicas are
-/// placed; replicas on hosts this worker does not know (yet) stay, since only the scheduler,
-/// which reads the hosts right before it decides, moves replicas off lost hosts.
-fn unplaced_only(live: Vec<HostInfo>, intent: &Command) -> Vec<HostInfo> {
-    let mut hosts = live;
+/// The hosts replicas may stay on or go to: the live ones, plus every host the intent names
+/// that is not judged lost (its replicas stay there; `placement::place` moves replicas only
+/// off hosts missing from this list).
+fn keeping_all_but_lost(
+    live: Vec<HostInfo>,
+    intent: &Command,
+    lost: &BTreeSet<String>,
+) -> Vec<HostInfo> {
+    let mut hosts: Vec<HostInfo> = live
+        .into_iter()
+        .filter(|host| !lost.contains(&host.host_id))
+        .collect();
     for host in intent.placement() {
-        if !host.is_empty() && !hosts.iter().any(|known| &known.host_id == host) {
+        if !host.is_empty()
+            && !lost.contains(host)
+            && !hosts.iter().any(|known| &known.host_id == host)
+        {
             hosts.push(HostInfo {
                 host_id: host.clone(),
                 advertise_host: String::new(),
@@ -47,13 +59,11 @@ pub fn live_with_self(me: &HostIdentity, mut hosts: Vec<HostInfo>) -> Vec<HostIn
 
 /// What may be placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Only replicas on no host; replicas on hosts this worker does not know stay (used
-    /// inline, while handling a command).
+pub enum Scope<'a> {
+    /// Only replicas on no host (used inline, while handling a command).
     Unplaced,
-    /// Also replicas on hosts that are not live (the scheduler, which read the hosts right
-    /// before it decides).
-    OffLostHosts,
+    /// Also replicas on these hosts, judged lost (the scheduler).
+    OffLostHosts(&'a BTreeSet<String>),
 }
 
 /// Conditional writes that lose to a newer command before placing gives up for now (the
@@ -68,13 +78,15 @@ pub async fn place_if_needed(
     store: &Store,
     mut latest: Latest,
     live: &[HostInfo],
-    scope: Scope,
+    scope: Scope<'_>,
 ) -> Result<Placed> {
+    let nothing_lost = BTreeSet::new();
+    let lost = match scope {
+        Scope::Unplaced => &nothing_lost,
+        Scope::OffLostHosts(lost) => lost,
+    };
     for _ in 0..PLACING_ATTEMPTS {
-        let hosts = match scope {
-            Scope::Unplaced => unplaced_only(live.to_vec(), &latest.command),
-            Scope::OffLostHosts => live.to_vec(),
-        };
+        let hosts = keeping_all_but_lost(live.to_vec(), &latest.command, lost);
         let Some(command) = placed(&latest.command, &hosts) else {
             return Ok(Placed::as_is(latest));
         };
@@ -159,6 +171,32 @@ mod tests {
             max_containers: None,
             engine_healthy: true,
         }
+    }
+
+    #[test]
+    fn replicas_move_only_off_hosts_judged_lost() {
+        let intent = Command::create(spec(3), vec!["h1".into(), "h2".into(), "h3".into()]);
+        // This worker's view misses h2 and h3; only h3 was judged lost.
+        let lost = BTreeSet::from(["h3".to_string()]);
+        let moved = placed(
+            &intent,
+            &keeping_all_but_lost(vec![host("h1")], &intent, &lost),
+        )
+        .expect("h3's replica moves");
+        assert_eq!(moved.placement()[..2], ["h1", "h2"]);
+        assert_ne!(moved.placement()[2], "h3");
+        // Nothing judged lost: nothing moves, whatever the view misses.
+        let kept = keeping_all_but_lost(vec![host("h1")], &intent, &BTreeSet::new());
+        assert_eq!(placed(&intent, &kept), None);
+    }
+
+    #[test]
+    fn a_live_host_judged_lost_takes_no_replicas() {
+        let intent = Command::create(spec(2), vec!["h1".into(), "h2".into()]);
+        let lost = BTreeSet::from(["h2".to_string()]);
+        let hosts = keeping_all_but_lost(vec![host("h1"), host("h2")], &intent, &lost);
+        let moved = placed(&intent, &hosts).expect("moved");
+        assert_eq!(moved.placement(), ["h1", "h1"]);
     }
 
     #[tokio::test]

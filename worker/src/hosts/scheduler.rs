@@ -2,22 +2,24 @@
 //! [`placing`](super::placing), conditionally on the gateway's latest command, so concurrent
 //! schedulers and newer caller intent never clash.
 //!
-//! - A replica placed on no host, or on a host whose heartbeat expired, is placed again
-//!   (`placement::place`: live replicas stay, the others spread over live hosts).
+//! - A replica placed on no host, or on a host judged lost, is placed again
+//!   (`placement::place`: other replicas stay, the moved ones spread over live hosts).
 //! - A lost host's last observations are closed as `Gone` ("host … lost"), so deletions finish
 //!   and nothing is counted twice; when the host comes back its worker removes the containers
 //!   of replicas now placed elsewhere.
 //!
-//! The loop scans all gateway records when the set of live hosts changes and every
-//! `full_scan`; a worker also places a gateway inline when it handles its command. Which
-//! missing hosts count as lost is [`liveness`](super::liveness)'s call: none right after a
-//! reconnect, none when more than half look lost; and one scan moves at most
-//! `MOVES_PER_SCAN` gateways.
+//! The loop scans the records of the [`RecordIndex`] (memory, kept by a watch; no NATS reads)
+//! when the live hosts or the lost ones change and every `full_scan`; a worker also places a
+//! gateway inline when it handles its command. Which missing hosts count as lost is
+//! [`liveness`](super::liveness)'s call: none right after a reconnect or while a view is
+//! incomplete, none when more than half look lost; only hosts judged lost lose replicas, and
+//! one scan moves at most `MOVES_PER_SCAN` gateways.
 
 use super::HostIdentity;
 use super::liveness::{Judgement, Liveness};
 use super::placing::{Scope, live_with_self, place_if_needed};
 use super::view::HostsView;
+use crate::index::RecordIndex;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::placement::HostInfo;
 use krane_core::record::GatewayRecord;
@@ -31,18 +33,27 @@ use tracing::{error, info, warn};
 /// a couple of seconds apart, so a mistaken judgement cannot move the whole fleet at once.
 const MOVES_PER_SCAN: usize = 64;
 
-pub async fn run(
-    store: Store,
-    hosts: HostsView,
-    me: HostIdentity,
-    settings: SchedulerSettings,
-    stop: CancellationToken,
-) {
-    let mut last_hosts: BTreeSet<String> = BTreeSet::new();
+/// The parts of the worker the scheduler uses.
+pub struct Scheduler {
+    pub store: Store,
+    pub hosts: HostsView,
+    pub records: RecordIndex,
+    pub me: HostIdentity,
+    pub settings: SchedulerSettings,
+}
+
+pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
+    let Scheduler {
+        store,
+        hosts,
+        records,
+        me,
+        settings,
+    } = scheduler;
+    // What the last complete scan acted on: the live hosts and those judged lost.
+    let mut last_scanned: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
     let mut last_scan: Option<Instant> = None;
     let mut liveness = Liveness::new(settings.host_timeout);
-    // Since when reads of the hosts bucket have gone well, without a break.
-    let mut reading_well_since: Option<Instant> = None;
     let mut last_judgement = Judgement::Steady;
     loop {
         tokio::select! {
@@ -50,16 +61,17 @@ pub async fn run(
             _ = tokio::time::sleep(settings.interval) => {}
         }
         let now = Instant::now();
-        if hosts.refresh(&store).await {
-            reading_well_since.get_or_insert(now);
-        } else {
-            reading_well_since = None;
-        }
-        // A reconnect of this worker to NATS restarts the clock too.
-        let reading_well_for = reading_well_since
+        // Whole views of the hosts and the records since when, and connected since when: a
+        // reconnect, a broken watch or an index still loading restarts the clock.
+        let records_whole = records.is_current();
+        let reading_well_for = hosts
+            .whole_since()
+            .filter(|_| records_whole)
             .map(|since| now.saturating_duration_since(since))
             .zip(store.connected_for())
             .map(|(reading, connected)| reading.min(connected));
+        let snapshot = records.records();
+        liveness.learn(named_hosts(&snapshot), now);
         let live = live_with_self(&me, hosts.snapshot());
         let ids: BTreeSet<String> = live.iter().map(|host| host.host_id.clone()).collect();
         let judgement = liveness.judge(&ids, now, reading_well_for);
@@ -79,23 +91,28 @@ pub async fn run(
             }
             last_judgement = judgement.clone();
         }
-        if matches!(
-            judgement,
-            Judgement::TooSoon(_) | Judgement::Disrupted { .. }
-        ) {
+        if !records_whole {
             continue;
         }
-        let due =
-            ids != last_hosts || last_scan.is_none_or(|at| at.elapsed() >= settings.full_scan);
+        let lost: BTreeSet<String> = match &judgement {
+            Judgement::Lost(lost) => lost.iter().cloned().collect(),
+            _ => BTreeSet::new(),
+        };
+        let state = (ids, lost);
+        let due = last_scanned.as_ref() != Some(&state)
+            || last_scan.is_none_or(|at| at.elapsed() >= settings.full_scan);
         if !due {
             continue;
         }
-        if ids != last_hosts {
-            info!(hosts = ?ids, "live hosts changed");
+        if last_scanned
+            .as_ref()
+            .is_some_and(|(ids, _)| *ids != state.0)
+        {
+            info!(hosts = ?state.0, "live hosts changed");
         }
-        match scan(&store, &live).await {
+        match scan(&store, &snapshot, &live, &state.1).await {
             Ok(Scanned::Complete) => {
-                last_hosts = ids;
+                last_scanned = Some(state);
                 last_scan = Some(Instant::now());
             }
             // More to move: the next round goes on where this one stopped.
@@ -110,10 +127,21 @@ pub async fn run(
     }
 }
 
+/// Every host the records name: where replicas are placed and where instances were reported
+/// (and not closed).
+fn named_hosts(records: &[std::sync::Arc<GatewayRecord>]) -> BTreeSet<&str> {
+    let mut named = BTreeSet::new();
+    for record in records {
+        named.extend(record.intent.placement().iter().map(String::as_str));
+        named.extend(record.live_observations().map(|seen| seen.host_id.as_str()));
+    }
+    named
+}
+
 /// How often and how patiently the scheduler looks.
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerSettings {
-    /// How often the live hosts are read.
+    /// How often the live hosts are judged.
     pub interval: Duration,
     /// How often every record is scanned even if the hosts did not change.
     pub full_scan: Duration,
@@ -127,10 +155,15 @@ enum Scanned {
     MoveLimitReached,
 }
 
-async fn scan(store: &Store, live: &[HostInfo]) -> Result<Scanned> {
+async fn scan(
+    store: &Store,
+    records: &[std::sync::Arc<GatewayRecord>],
+    live: &[HostInfo],
+    lost: &BTreeSet<String>,
+) -> Result<Scanned> {
     let mut moves = 0;
-    for record in store.all_records().await?.into_values() {
-        close_lost_hosts(store, &record, live).await?;
+    for record in records {
+        close_lost_hosts(store, record, lost).await?;
         // The record may lag the log; a stale decision loses its conditional write, and the
         // latest command is read from the log and placed instead.
         let latest = Latest {
@@ -138,7 +171,7 @@ async fn scan(store: &Store, live: &[HostInfo]) -> Result<Scanned> {
             command: record.intent.clone(),
             last_seq: record.intent_seq,
         };
-        let placed = place_if_needed(store, latest, live, Scope::OffLostHosts).await?;
+        let placed = place_if_needed(store, latest, live, Scope::OffLostHosts(lost)).await?;
         if placed.projected.is_some() {
             moves += 1;
             if moves >= MOVES_PER_SCAN {
@@ -149,11 +182,18 @@ async fn scan(store: &Store, live: &[HostInfo]) -> Result<Scanned> {
     Ok(Scanned::Complete)
 }
 
-/// Publishes `Gone` for every replica a lost host last reported as present.
-async fn close_lost_hosts(store: &Store, record: &GatewayRecord, live: &[HostInfo]) -> Result<()> {
+/// Publishes `Gone` for every replica a host judged lost last reported as present.
+async fn close_lost_hosts(
+    store: &Store,
+    record: &GatewayRecord,
+    lost_hosts: &BTreeSet<String>,
+) -> Result<()> {
+    if lost_hosts.is_empty() {
+        return Ok(());
+    }
     let lost: Vec<InstanceObserved> = record
         .live_observations()
-        .filter(|seen| !live.iter().any(|host| host.host_id == seen.host_id))
+        .filter(|seen| lost_hosts.contains(&seen.host_id))
         .map(|seen| InstanceObserved {
             state: ObservedState::Gone,
             address: String::new(),
@@ -165,6 +205,8 @@ async fn close_lost_hosts(store: &Store, record: &GatewayRecord, live: &[HostInf
     for event in &lost {
         info!(namespace = %event.namespace, gateway = %event.gateway_id, replica = event.replica, host = %event.host_id, "host lost; closing its instance");
     }
-    store.append_events(&record.key(), None, &lost).await?;
+    if !lost.is_empty() {
+        store.append_events(&record.key(), None, &lost).await?;
+    }
     Ok(())
 }

@@ -1,17 +1,25 @@
 //! Drift repair: the worker does not only react to commands. It follows the engine's event
-//! stream (a krane container died, was stopped or removed behind our back) and runs a full
-//! resync every `interval` and whenever the event stream had to reconnect. Both only mark
-//! gateways as due; one drain loop reconciles due gateways, so a burst of events costs one
-//! reconcile per gateway. Reconciling is level-triggered, so a container removed by hand is
-//! recreated, one stopped is started, and one that belongs to no live gateway is removed.
-//! Containers without krane's labels (and this host's id) are never looked at.
+//! stream (a krane container died, was stopped or removed behind our back) and runs a resync
+//! every `interval` and whenever the event stream had to reconnect. Both only mark gateways as
+//! due; one drain loop reconciles due gateways, so a burst of events costs one reconcile per
+//! gateway. Reconciling is level-triggered, so a container removed by hand is recreated, one
+//! stopped is started, and one that belongs to no live gateway is removed. Containers without
+//! krane's labels (and this host's id) are never looked at.
+//!
+//! The periodic resync compares the engine's containers with the records of the
+//! [`RecordIndex`](crate::index::RecordIndex) (memory) and marks only the gateways that are
+//! not in sync (`reconcile::drift`), so a quiet fleet costs no NATS reads. The first resync
+//! after start, and the one after the engine's events reconnect (events may have been missed),
+//! mark every gateway of this host.
 
 use crate::context::Worker;
+use crate::reconcile::drift::in_sync;
 use crate::reconcile::{Outcome, Reconciler};
+use crate::runtime::ObservedContainer;
 use futures::StreamExt;
 use krane_core::names::GatewayKey;
 use krane_core::record::InstanceStatus;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -81,19 +89,25 @@ pub async fn run(
     ticker.abort();
 }
 
-/// Marks every gateway due every `interval` (the first time at once).
+/// Resyncs every `interval`: the first time (as soon as the records are indexed) every
+/// gateway of this host, then those that drifted.
 async fn periodic(
     worker: Worker,
     due: mpsc::UnboundedSender<GatewayKey>,
     interval: Duration,
     stop: CancellationToken,
 ) {
+    if !worker.records.wait_current(&stop).await {
+        return;
+    }
     let mut ticker = tokio::time::interval(interval);
+    let mut scope = Scope::Everything;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => mark_all_due(&worker, &due).await,
+            _ = ticker.tick() => mark_due(&worker, &due, scope).await,
         }
+        scope = Scope::Drifted;
     }
 }
 
@@ -133,37 +147,70 @@ async fn follow_engine(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(30));
-        mark_all_due(&worker, &due).await;
+        mark_due(&worker, &due, Scope::Everything).await;
     }
 }
 
+/// Which gateways a resync marks due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every gateway with containers or replicas on this host.
+    Everything,
+    /// Of those, the ones whose containers or record are not in sync.
+    Drifted,
+}
+
 /// Every gateway that has containers on this host, plus every gateway with replicas placed
-/// here. Gateways whose every instance FAILED are left alone until a new Create (no endless
-/// retries).
-async fn mark_all_due(worker: &Worker, due: &mpsc::UnboundedSender<GatewayKey>) {
-    let mut keys = BTreeSet::new();
+/// (or instances reported) here — all of them, or only those that drifted. Gateways whose
+/// every instance FAILED and that have no container here are left alone until a new Create
+/// (no endless retries). Records come from the index; while it is not current, only the
+/// gateways with containers here are marked.
+async fn mark_due(worker: &Worker, due: &mpsc::UnboundedSender<GatewayKey>, scope: Scope) {
     let me = worker.host.host_id.as_str();
-    match worker.runtime.list_owned(me).await {
-        Ok(containers) => keys.extend(containers.into_iter().map(|c| c.gateway)),
-        Err(error) => warn!(%error, "resync cannot list containers"),
+    let mut here: BTreeMap<GatewayKey, Vec<ObservedContainer>> = BTreeMap::new();
+    let listed = match worker.runtime.list_owned(me).await {
+        Ok(containers) => {
+            for container in containers {
+                here.entry(container.gateway.clone())
+                    .or_default()
+                    .push(container);
+            }
+            true
+        }
+        Err(error) => {
+            warn!(%error, "resync cannot list containers");
+            false
+        }
+    };
+    let mut keys = BTreeSet::new();
+    if worker.records.is_current() {
+        for record in worker.records.records() {
+            let key = record.key();
+            let containers = here.remove(&key).unwrap_or_default();
+            let mine = !containers.is_empty()
+                || !record.intent.replicas_on(me).is_empty()
+                || record.live_observations().any(|seen| seen.host_id == me);
+            if !mine {
+                continue;
+            }
+            let all_failed = record
+                .instances()
+                .iter()
+                .all(|i| i.status == InstanceStatus::Failed);
+            if containers.is_empty() && all_failed {
+                continue;
+            }
+            let drifted = !listed || !in_sync(&record, &containers, &worker.host);
+            if scope == Scope::Everything || drifted {
+                keys.insert(key);
+            }
+        }
+    } else {
+        warn!("resync before the gateway records are indexed: only gateways with containers here");
     }
-    match worker.store.all_records().await {
-        Ok(records) => keys.extend(
-            records
-                .values()
-                .filter(|record| {
-                    !record.intent.replicas_on(me).is_empty()
-                        || record.live_observations().any(|seen| seen.host_id == me)
-                })
-                .filter(|record| {
-                    let instances = record.instances();
-                    !instances.iter().all(|i| i.status == InstanceStatus::Failed)
-                })
-                .map(|record| record.key()),
-        ),
-        Err(error) => warn!(%error, "resync cannot read gateway records"),
-    }
-    info!(gateways = keys.len(), "full resync");
+    // Containers of gateways without a record (or not yet indexed).
+    keys.extend(here.into_keys());
+    info!(gateways = keys.len(), ?scope, "resync");
     for key in keys {
         let _ = due.send(key);
     }

@@ -8,10 +8,6 @@ use super::{ReconcileError, Reconciler};
 use crate::hosts::placing::{Scope, live_with_self, place_if_needed};
 use krane_core::names::GatewayKey;
 use krane_store::StoredRecord;
-use std::time::Duration;
-
-/// How old the view of live hosts may be when replicas are placed.
-const HOSTS_FRESH_FOR_PLACING: Duration = Duration::from_millis(250);
 
 /// The latest command's sequence, this host's share of it, and the record as stored.
 pub(super) struct CurrentIntent {
@@ -28,14 +24,7 @@ impl Reconciler {
         let worker = &self.worker;
         match worker.store.latest_command(key).await? {
             Some(latest) => {
-                if latest.command.has_unplaced() {
-                    // Place on the hosts as they are now, not as the last periodic read saw
-                    // them (a burst of creates shares one read).
-                    worker
-                        .hosts
-                        .refresh_if_older_than(&worker.store, HOSTS_FRESH_FOR_PLACING)
-                        .await;
-                }
+                // The view follows the heartbeats as they are written: placing reads memory.
                 let live = live_with_self(&worker.host, worker.hosts.snapshot());
                 let placed = place_if_needed(&worker.store, latest, &live, Scope::Unplaced).await?;
                 let stored = match placed.projected {

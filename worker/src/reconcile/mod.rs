@@ -11,10 +11,12 @@
 //!
 //! - [`plan`]: what to do (pure); [`rollout`]: which roll may run now (pure).
 //! - [`report`]: which facts are news (pure) and publishing them.
+//! - [`drift`]: whether a gateway needs a reconcile at all, from memory (pure; the resync).
 //! - `intent`: the latest command, placed and projected, and this host's share of it.
 //! - `execute`: carrying out actions through the runtime.
 //! - `memory`: per-gateway locks, convergence marks and rollout waits, in memory.
 
+pub(crate) mod drift;
 mod execute;
 #[cfg(test)]
 mod fixtures;

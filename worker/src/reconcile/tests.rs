@@ -7,6 +7,7 @@ use super::{Outcome, ROLLOUT_POLL, Reconciler};
 use crate::context::Worker;
 use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
+use crate::index::RecordIndex;
 use crate::runtime::fake::FakeRuntime;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
@@ -47,7 +48,8 @@ impl Setup {
                 host_id: "h1".into(),
                 advertise_host: "127.0.0.1".into(),
             },
-            hosts: HostsView::default(),
+            hosts: HostsView::new(Duration::from_secs(15)),
+            records: RecordIndex::default(),
         };
         Reconciler::new(worker, 4, rollout_timeout)
     }

@@ -1,0 +1,246 @@
+//! `RecordIndex`: every gateway record, in memory, kept current by a watch of the gateways
+//! bucket (its state when the watch opens, then every change as it is written). The scheduler
+//! and the resync scan it instead of reading every record from NATS, so what a worker reads
+//! follows what changes, not how many gateways were ever created.
+//!
+//! The index serves scans only. Every write decision taken from it is still checked against
+//! the log (a placement is stored only if the gateway's latest command is the one the record
+//! shows; a reconcile reads the latest command itself), so a lagging index costs a retry,
+//! never a wrong container.
+
+use futures::StreamExt;
+use krane_core::record::GatewayRecord;
+use krane_store::{BucketChange, Store};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The records by KV key, and whether they are current.
+#[derive(Clone)]
+pub struct RecordIndex {
+    records: Arc<RwLock<BTreeMap<String, Arc<GatewayRecord>>>>,
+    /// Since when the index has followed the bucket without a break; `None` before the
+    /// initial state arrived and while the watch is broken.
+    current_since: watch::Sender<Option<Instant>>,
+}
+
+impl Default for RecordIndex {
+    fn default() -> Self {
+        Self {
+            records: Arc::default(),
+            current_since: watch::Sender::new(None),
+        }
+    }
+}
+
+impl RecordIndex {
+    /// Every record, ordered by key (a snapshot: later changes do not show in it).
+    pub fn records(&self) -> Vec<Arc<GatewayRecord>> {
+        self.records
+            .read()
+            .map(|records| records.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// True while the index follows the bucket (its initial state is in, the watch unbroken).
+    pub fn is_current(&self) -> bool {
+        self.current_since.borrow().is_some()
+    }
+
+    /// Waits until the index is current (at once if it is); false if `stop` fired first.
+    pub async fn wait_current(&self, stop: &CancellationToken) -> bool {
+        let mut current = self.current_since.subscribe();
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            ready = current.wait_for(Option::is_some) => ready.is_ok(),
+        }
+    }
+
+    fn replace_all(&self, records: BTreeMap<String, Arc<GatewayRecord>>) {
+        if let Ok(mut current) = self.records.write() {
+            *current = records;
+        }
+    }
+
+    fn apply(&self, change: BucketChange<GatewayRecord>) {
+        if let Ok(mut records) = self.records.write() {
+            apply_to(&mut records, change);
+        }
+    }
+}
+
+fn apply_to(
+    records: &mut BTreeMap<String, Arc<GatewayRecord>>,
+    change: BucketChange<GatewayRecord>,
+) {
+    match change {
+        BucketChange::Put { key, value, .. } => {
+            records.insert(key, Arc::new(value));
+        }
+        BucketChange::Removed { key } => {
+            records.remove(&key);
+        }
+        BucketChange::Current => {}
+    }
+}
+
+/// Follows the gateways bucket into `index` until `stop` fires, reopening the watch with
+/// backoff when it breaks. While the initial state of a (re)opened watch arrives, the previous
+/// contents stay readable; they are replaced at once when it is complete, so keys removed
+/// while the watch was broken do not linger.
+pub async fn follow(store: Store, index: RecordIndex, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return,
+            opened = store.watch_records() => opened,
+        };
+        match opened {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
+                let mut initial: Option<BTreeMap<String, Arc<GatewayRecord>>> =
+                    Some(BTreeMap::new());
+                loop {
+                    let change = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        change = changes.next() => change,
+                    };
+                    match change {
+                        Some(Ok(BucketChange::Current)) => {
+                            if let Some(records) = initial.take() {
+                                let count = records.len();
+                                index.replace_all(records);
+                                index.current_since.send_replace(Some(Instant::now()));
+                                info!(
+                                    records = count,
+                                    "gateway records indexed; following changes"
+                                );
+                                delay = Duration::from_millis(250);
+                            }
+                        }
+                        Some(Ok(change)) => match initial.as_mut() {
+                            Some(records) => apply_to(records, change),
+                            None => index.apply(change),
+                        },
+                        Some(Err(error)) => {
+                            warn!(%error, "watch of the gateway records broke; reopening it");
+                            break;
+                        }
+                        None => {
+                            warn!("watch of the gateway records ended; reopening it");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "cannot watch the gateway records; retrying"),
+        }
+        index.current_since.send_replace(None);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krane_core::command::Command;
+    use krane_core::names;
+    use krane_core::spec::GatewaySpec;
+    use krane_store::NatsArgs;
+    use krane_tests::NatsServer;
+
+    fn create(gateway: &str) -> Command {
+        let spec = GatewaySpec {
+            namespace: "ns".into(),
+            gateway_id: gateway.into(),
+            workspace_id: "ws".into(),
+            image: "img:1".into(),
+            replicas: 1,
+            cpu_millicores: 100,
+            memory_mib: 32,
+        };
+        Command::create(spec, vec!["h1".into()])
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn ids(index: &RecordIndex) -> Vec<String> {
+        index
+            .records()
+            .iter()
+            .map(|record| record.gateway_id.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_the_bucket_from_its_state_through_changes_and_a_broker_restart() {
+        let mut nats = NatsServer::start().await;
+        let store = krane_store::connect(
+            &NatsArgs::url(nats.url()),
+            "index-test",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("store");
+        // An empty bucket is current at once.
+        let index = RecordIndex::default();
+        let stop = CancellationToken::new();
+        let follower = tokio::spawn(follow(store.clone(), index.clone(), stop.clone()));
+        assert!(index.wait_current(&stop).await);
+        assert!(ids(&index).is_empty());
+        stop.cancel();
+        let _ = follower.await;
+
+        // The state when the watch opens, then changes.
+        store.project_command(1, &create("a")).await.expect("a");
+        store.project_command(2, &create("b")).await.expect("b");
+        let index = RecordIndex::default();
+        let stop = CancellationToken::new();
+        let follower = tokio::spawn(follow(store.clone(), index.clone(), stop.clone()));
+        assert!(index.wait_current(&stop).await);
+        assert_eq!(ids(&index), ["a", "b"]);
+        store.project_command(3, &create("c")).await.expect("c");
+        until("c is indexed", || ids(&index) == ["a", "b", "c"]).await;
+        let bucket = store
+            .jetstream()
+            .get_key_value(names::GATEWAYS_BUCKET)
+            .await
+            .expect("bucket");
+        bucket
+            .purge(create("a").key().kv_key())
+            .await
+            .expect("purged");
+        until("a is dropped", || ids(&index) == ["b", "c"]).await;
+
+        // The broker restarts on the same store: the index carries on without a restart.
+        nats.restart().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if store.project_command(4, &create("d")).await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "NATS is back");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        until("d is indexed after the restart", || {
+            ids(&index) == ["b", "c", "d"]
+        })
+        .await;
+        assert!(index.is_current());
+        stop.cancel();
+        let _ = follower.await;
+    }
+}
