@@ -74,6 +74,12 @@ impl GatewayKey {
         )
     }
 
+    /// Subject filter matching the events of every replica on every host of this gateway,
+    /// and of no other gateway (ids cannot contain `=`, so the two tokens are exact).
+    pub fn events_filter(&self) -> String {
+        format!("{EVENTS_SUBJECT_PREFIX}.{}.>", self.kv_key())
+    }
+
     /// Deterministic container (and instance) name of a replica: readable, unique per engine,
     /// and the same on every delivery of a command so a redelivery finds its own container.
     /// The hash suffix keeps `a-b`/`c` and `a`/`b-c` apart.
@@ -185,5 +191,15 @@ mod tests {
         assert_ne!(one.kv_key(), two.kv_key());
         assert_ne!(one.container_name(0), two.container_name(0));
         assert_ne!(one.event_subject(0, "h"), two.event_subject(0, "h"));
+    }
+
+    #[test]
+    fn the_events_filter_covers_the_gateways_subjects_only() {
+        let key = GatewayKey::new("a.b", "c");
+        assert_eq!(key.events_filter(), "krane.events.a=b.c.>");
+        let prefix = key.events_filter().trim_end_matches('>').to_string();
+        assert!(key.event_subject(3, "h1").starts_with(&prefix));
+        let other = GatewayKey::new("a", "b.c");
+        assert!(!other.event_subject(3, "h1").starts_with(&prefix));
     }
 }

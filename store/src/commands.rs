@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::names::{self, GatewayKey, short_hash};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tracing::debug;
 
 /// `Nats-Msg-Id` of `body` written on top of `base` (the expected last sequence): a retried
@@ -120,16 +120,28 @@ impl Store {
     /// latest decodable intent stands. When the subject holds no decodable command at all the
     /// answer is `Corrupt`, so nobody acts on a guess.
     pub async fn latest_command(&self, key: &GatewayKey) -> Result<Option<Latest>> {
+        Ok(self.latest_command_at(key).await?.map(|(latest, _)| latest))
+    }
+
+    /// As [`Self::latest_command`], with the time the server stored that command (its stream
+    /// timestamp, carried by the direct get's answer): how old a Delete is, for retention.
+    pub async fn latest_command_at(
+        &self,
+        key: &GatewayKey,
+    ) -> Result<Option<(Latest, SystemTime)>> {
         self.ensure_connected()?;
         let Some(last) = self.last_on_subject(&key.command_subject()).await? else {
             return Ok(None);
         };
         match codec::decode::<Command>(&last.payload) {
-            Ok(command) => Ok(Some(Latest {
-                seq: last.sequence,
-                command,
-                last_seq: last.sequence,
-            })),
+            Ok(command) => Ok(Some((
+                Latest {
+                    seq: last.sequence,
+                    command,
+                    last_seq: last.sequence,
+                },
+                SystemTime::from(last.time),
+            ))),
             Err(error) => {
                 let location = command_location(last.sequence);
                 crate::undecodable::skipped("command", &location, &error);
@@ -176,13 +188,17 @@ impl Store {
 
     /// The slow path of [`Self::latest_command`]: reads the subject's kept commands in order
     /// and keeps the last one that decodes.
-    async fn latest_decodable(&self, key: &GatewayKey, last_seq: u64) -> Result<Option<Latest>> {
+    async fn latest_decodable(
+        &self,
+        key: &GatewayKey,
+        last_seq: u64,
+    ) -> Result<Option<(Latest, SystemTime)>> {
         let mut latest = None;
         for message in
             crate::projection::read_messages(&self.commands, key.command_subject()).await?
         {
             match codec::decode::<Command>(&message.payload) {
-                Ok(command) => latest = Some((message.sequence, command)),
+                Ok(command) => latest = Some((message.sequence, command, message.time)),
                 Err(error) => {
                     let location = command_location(message.sequence);
                     crate::undecodable::skipped("command", &location, &error);
@@ -190,11 +206,14 @@ impl Store {
             }
         }
         match latest {
-            Some((seq, command)) => Ok(Some(Latest {
-                seq,
-                command,
-                last_seq,
-            })),
+            Some((seq, command, time)) => Ok(Some((
+                Latest {
+                    seq,
+                    command,
+                    last_seq,
+                },
+                time,
+            ))),
             None => Err(StoreError::Corrupt {
                 location: format!(
                     "{} subject {}",

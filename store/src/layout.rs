@@ -12,8 +12,10 @@ use std::time::Duration;
 const COMMANDS_KEPT_PER_GATEWAY: i64 = 64;
 /// Events kept per replica (again only the last one shapes the record).
 const EVENTS_KEPT_PER_REPLICA: i64 = 16;
-/// Window in which a retried publish with the same `Nats-Msg-Id` is stored once.
-const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// Window in which a retried publish with the same `Nats-Msg-Id` is stored once (also the
+/// shortest `--retention`: a purged gateway's first Create must be out of it before the same
+/// Create, on the emptied subject, could be taken for a retry of it).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 /// A host whose heartbeat is older than this is lost (its entry expires), unless a worker
 /// opened the store with another host timeout.
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(15);

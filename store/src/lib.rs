@@ -11,6 +11,8 @@
 //! - [`projection`]: the `krane_gateways` records: reads, watches, listings, the
 //!   compare-and-set fold, and the rebuild from both streams.
 //! - [`hosts`]: the `krane_hosts` bucket: heartbeats and the live hosts.
+//! - [`retention`]: purging what is left of a fully deleted gateway, bounded by what the
+//!   decision read.
 //! - [`undecodable`]: skipping (and counting) stored values that do not decode.
 //! - [`watch`](mod@watch): following a whole bucket, its current state then every change (the
 //!   workers' in-memory views of the records and the live hosts).
@@ -24,12 +26,14 @@ pub mod events;
 pub mod hosts;
 pub mod layout;
 pub mod projection;
+pub mod retention;
 pub mod undecodable;
 pub mod watch;
 
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
 pub use projection::StoredRecord;
+pub use retention::{Purge, Purged};
 pub use watch::BucketChange;
 
 use async_nats::jetstream::{self, kv, stream};

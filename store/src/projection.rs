@@ -13,6 +13,7 @@ use krane_core::event::InstanceObserved;
 use krane_core::names::{self, GatewayKey};
 use krane_core::record::GatewayRecord;
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 use tracing::info;
 
 /// Compare-and-set attempts before giving up on a contended KV key.
@@ -270,8 +271,10 @@ pub(crate) async fn read_messages(
         let message = message.map_err(unavailable)?;
         let info = message.info().map_err(unavailable)?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
+        let time = SystemTime::from(info.published);
         read.push(StoredMessage {
             sequence,
+            time,
             payload: message.message.payload,
         });
         if pending == 0 {
@@ -323,5 +326,7 @@ fn stored_of(entry: &kv::Entry) -> Result<StoredRecord> {
 /// A message read back from a stream.
 pub(crate) struct StoredMessage {
     pub sequence: u64,
+    /// When the server stored it.
+    pub time: SystemTime,
     pub payload: bytes::Bytes,
 }

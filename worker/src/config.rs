@@ -70,6 +70,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
 
+    /// A fully deleted gateway (its Delete done, no instance left) is purged this long after
+    /// its Delete: its commands, events and record are removed. At least 2m (the commands'
+    /// dedup window). Use the same value on every worker.
+    #[arg(long, env = "KRANE_RETENTION", default_value = "24h", value_parser = parse_retention)]
+    pub retention: Duration,
+
     /// Longest wait for an image pull.
     #[arg(long, env = "KRANE_PULL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub pull_timeout: Duration,
@@ -109,6 +115,22 @@ pub enum WorkerCommand {
     RebuildProjection,
 }
 
+/// `--retention`: a duration no shorter than the commands stream's dedup window. A purge
+/// empties the gateway's subject, so a new Create of the same spec is written expecting an
+/// empty subject again, with the message id of the gateway's very first Create; inside the
+/// window the server would take it for a retry of that one and not store it.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let retention = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    let floor = krane_store::layout::DEDUP_WINDOW;
+    if retention < floor {
+        return Err(format!(
+            "must be at least {} (the commands' dedup window)",
+            humantime::format_duration(floor)
+        ));
+    }
+    Ok(retention)
+}
+
 impl WorkerConfig {
     /// The host id, made a safe token (`[a-zA-Z0-9_-]`): it names subjects and KV keys.
     pub fn host_id(&self) -> String {
@@ -117,5 +139,25 @@ impl WorkerConfig {
             .clone()
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
         krane_core::names::host_id(&raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_defaults_to_a_day_and_is_never_shorter_than_the_dedup_window() {
+        let parse = |args: &[&str]| {
+            WorkerConfig::try_parse_from([&["krane-worker"], args].concat())
+                .map(|config| config.retention)
+        };
+        assert_eq!(parse(&[]).ok(), Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            parse(&["--retention", "2m"]).ok(),
+            Some(Duration::from_secs(120))
+        );
+        assert!(parse(&["--retention", "1m"]).is_err());
+        assert!(parse(&["--retention", "soon"]).is_err());
     }
 }

@@ -8,6 +8,7 @@
 //!   report; a rollout that must wait is requeued, never slept on.
 //! - [`hosts`]: the heartbeat, the view of live hosts, placing replicas and the scheduler that
 //!   moves them off lost hosts.
+//! - [`retention`]: purging fully deleted gateways after `--retention`.
 //! - [`runtime`]: the `ContainerRuntime` trait, the only door to an engine, and its
 //!   implementations (Docker, instrumented, and an in-memory one for tests).
 //! - [`context`]: the `Worker` context every loop shares.
@@ -27,6 +28,7 @@ mod index;
 mod intake;
 pub mod metrics;
 mod reconcile;
+mod retention;
 pub mod runtime;
 
 /// The pure planner, public for its benchmarks.
@@ -113,6 +115,12 @@ pub async fn run(
                 interval: config.resync_interval,
                 parallelism: config.concurrency,
             },
+            stop.clone(),
+        )),
+        tokio::spawn(retention::run(
+            worker.store.clone(),
+            retention::gone_records(worker.records.clone()),
+            config.retention,
             stop.clone(),
         )),
     ];

@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics, served by `krane_platform::metrics` on `--metrics-listen`:
 //! commands by outcome, redeliveries, queue lag, reconcile durations, Docker calls (recorded by
-//! the runtime's `Instrumented` wrapper) and this host's instances by state. Callers pass plain
+//! the runtime's `Instrumented` wrapper), this host's instances by state and the deleted
+//! gateways purged. Callers pass plain
 //! labels, so this module depends on nothing else in the worker.
 //!
 //! Instances are counted from what this worker last reported for each gateway it reconciled
@@ -50,6 +51,7 @@ struct WorkerMetrics {
     docker_calls: Family<CallLabel, Histogram>,
     docker_errors: Family<CallErrorLabel, Counter>,
     instances: Family<StateLabel, Gauge>,
+    purged: Counter,
     /// What this worker last reported, kept to update the instance gauges.
     reported: Mutex<Reported>,
 }
@@ -134,6 +136,11 @@ static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
         "Instances on this host by the state this worker last reported (pending, running, failed)",
         Family::default(),
     ),
+    purged: register(
+        "worker_gateways_purged",
+        "Fully deleted gateways whose commands, events and record were purged after --retention",
+        Counter::default(),
+    ),
     reported: Mutex::default(),
 });
 
@@ -194,6 +201,11 @@ pub fn docker_call(call: &'static str, took: Duration, error_kind: Option<&'stat
             .get_or_create(&CallErrorLabel { call, kind })
             .inc();
     }
+}
+
+/// A fully deleted gateway was purged (its record removal took effect).
+pub fn gateway_purged() {
+    METRICS.purged.inc();
 }
 
 /// After a report about `key`: the states of its replicas on `host_id` are those in `record`
