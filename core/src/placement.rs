@@ -83,6 +83,19 @@ pub fn place(
     placement
 }
 
+/// The host that places a new gateway's replicas first: one of the live hosts whose engine
+/// answers, chosen by a hash of gateway and host, so every worker that sees the same hosts
+/// names the same one and the work of placing spreads evenly over the hosts. The others leave
+/// it the first delivery of the command (anyone places it when it comes again).
+pub fn placer<'a>(gateway: &GatewayKey, hosts: &'a [HostInfo]) -> Option<&'a str> {
+    let gateway_key = gateway.kv_key();
+    hosts
+        .iter()
+        .filter(|host| host.engine_healthy)
+        .min_by_key(|host| short_hash(&[&gateway_key, "placer", &host.host_id]))
+        .map(|host| host.host_id.as_str())
+}
+
 /// True when `placement` needs deciding again: a replica is unplaced or on a host not live.
 pub fn needs_placing(replicas: u32, placement: &[String], hosts: &[HostInfo]) -> bool {
     (0..usize::try_from(replicas).unwrap_or(0)).any(|i| {
@@ -120,6 +133,27 @@ mod tests {
             *counts.entry(host.clone()).or_default() += 1;
         }
         counts
+    }
+
+    #[test]
+    fn every_view_of_the_same_hosts_names_the_same_placer_and_placing_spreads() {
+        let hosts = [host("a", 0, None), host("b", 5, None), host("c", 9, None)];
+        let reversed: Vec<HostInfo> = hosts.iter().rev().cloned().collect();
+        let mut placers = BTreeMap::new();
+        for i in 0..300 {
+            let gateway = GatewayKey::new("ns", format!("gw{i}"));
+            let placer = placer(&gateway, &hosts).expect("a placer");
+            assert_eq!(Some(placer), super::placer(&gateway, &reversed));
+            *placers.entry(placer.to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(placers.len(), 3, "{placers:?}");
+        assert!(placers.values().all(|n| *n > 60), "{placers:?}");
+        let mut unhealthy = hosts.to_vec();
+        for host in &mut unhealthy {
+            host.engine_healthy = host.host_id == "b";
+        }
+        assert_eq!(placer(&gw(), &unhealthy), Some("b"));
+        assert_eq!(placer(&gw(), &[]), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! never a wrong container.
 
 use futures::StreamExt;
+use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
 use krane_store::{BucketChange, Store};
 use std::collections::BTreeMap;
@@ -43,6 +44,15 @@ impl RecordIndex {
             .read()
             .map(|records| records.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The gateway's record, while the index is current (`None` otherwise, or when it has
+    /// none).
+    pub fn get(&self, key: &GatewayKey) -> Option<Arc<GatewayRecord>> {
+        if !self.is_current() {
+            return None;
+        }
+        self.records.read().ok()?.get(&key.kv_key()).cloned()
     }
 
     /// True while the index follows the bucket (its initial state is in, the watch unbroken).

@@ -181,12 +181,14 @@ impl Handler {
     async fn handle_command(&self, delivery: &Delivery<'_>) {
         let Delivery {
             message,
+            command,
             key,
             seq,
             deliveries,
-            ..
         } = *delivery;
-        let reconcile = self.reconciler.reconcile_command(key, seq);
+        let reconcile = self
+            .reconciler
+            .reconcile_command(key, seq, command, deliveries);
         let result = tokio::select! {
             result = keep_alive(message, self.settings.ack_wait, reconcile) => result,
             _ = self.hand_back.cancelled() => {

@@ -47,6 +47,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 const MAX_ROUNDS: usize = 4;
 /// How soon a rolling update that waits for another replica looks again.
 pub const ROLLOUT_POLL: Duration = Duration::from_millis(500);
+/// How long a host leaves a new gateway to the host that places it first
+/// (`placement::placer`) before it places it itself.
+const PLACER_FIRST: Duration = Duration::from_secs(1);
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,14 +118,18 @@ impl Reconciler {
         self.reconcile_traced(key).await
     }
 
-    /// As [`Self::reconcile`], for the delivery of the command at `seq`: when a reconcile here
-    /// already converged at that command or a later one (a redelivery, or the placement this
-    /// worker published itself), there is nothing left for this delivery to do. Drift after
-    /// that convergence is the business of engine events and resync, which call `reconcile`.
+    /// As [`Self::reconcile`], for the delivery of `delivered`, the command at `seq`, for the
+    /// `delivery`-th time. When a reconcile here already converged at that command or a later
+    /// one (a redelivery, or the placement this worker published itself), there is nothing
+    /// left for this delivery to do; nor when [`drift::triage`] finds, from memory, that the
+    /// command asks nothing of this host. Drift after that is the business of engine events
+    /// and resync, which call `reconcile`.
     pub async fn reconcile_command(
         &self,
         key: &GatewayKey,
         seq: u64,
+        delivered: &Command,
+        delivery: i64,
     ) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
@@ -130,7 +137,50 @@ impl Reconciler {
             debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "already converged at this command or a later one");
             return Ok(Outcome::Converged);
         }
+        if let Some(outcome) = self
+            .settled_from_memory(key, seq, delivered, delivery)
+            .await
+        {
+            return Ok(outcome);
+        }
         self.reconcile_traced(key).await
+    }
+
+    /// The outcome of a delivery that needs no reconcile here, if it does not.
+    async fn settled_from_memory(
+        &self,
+        key: &GatewayKey,
+        seq: u64,
+        delivered: &Command,
+        delivery: i64,
+    ) -> Option<Outcome> {
+        let worker = &self.worker;
+        let indexed = worker.records.get(key);
+        let live = crate::hosts::placing::live_with_self(&worker.host, worker.hosts.snapshot());
+        let placer = krane_core::placement::placer(key, &live);
+        let me = worker.host.host_id.as_str();
+        match drift::triage(delivered, seq, delivery, indexed.as_deref(), me, placer) {
+            drift::Triage::Reconcile => None,
+            drift::Triage::Superseded => {
+                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "a newer command replaced this one");
+                Some(Outcome::Converged)
+            }
+            drift::Triage::LeaveToPlacer => {
+                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, placer, "another host places this gateway first");
+                Some(Outcome::Requeue {
+                    after: PLACER_FIRST,
+                })
+            }
+            drift::Triage::NothingHereUnlessEngineSays => {
+                match worker.runtime.list_gateway(key).await {
+                    Ok(containers) if containers.is_empty() => {
+                        debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "nothing of this gateway here");
+                        Some(Outcome::Converged)
+                    }
+                    _ => None,
+                }
+            }
+        }
     }
 
     async fn reconcile_traced(&self, key: &GatewayKey) -> Result<Outcome, ReconcileError> {
