@@ -152,7 +152,7 @@ pub async fn run(
 }
 
 /// How often the scheduler judges the hosts (from memory: the view follows the heartbeats).
-const HOSTS_JUDGED_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const HOSTS_JUDGED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Durable consumer name of a host: consumer names may not contain `.`, `*`, `>` or spaces.
 pub fn consumer_name(host_id: &str) -> String {

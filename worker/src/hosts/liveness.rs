@@ -1,30 +1,33 @@
-//! Judging hosts lost, pure: a host that heartbeated before and is missing from the hosts
-//! bucket now is lost — unless this worker has not had two `--host-timeout`s of good reads
+//! Judging hosts lost, pure, from when each host was last heard. A host unheard for a
+//! `--host-timeout` is lost — unless this worker has not had two host timeouts of good reads
 //! since it (or NATS) came back, because a broker outage silences every heartbeat at once and
 //! must not be read as the loss of every host; and unless more than half of the known hosts
-//! look lost at once, which says more about the network or NATS than about the hosts
-//! (Kubernetes' node lifecycle controller stops evicting in a fully disrupted zone for the
-//! same reason). A missing host counts as lost only after one heartbeat interval, so hosts
-//! that went quiet together are judged together. Hosts not seen for ten host timeouts are
-//! forgotten.
+//! have gone *quiet* (unheard for half a host timeout, more than one heartbeat interval) at
+//! once, which says more about the network or NATS than about the hosts (Kubernetes' node
+//! lifecycle controller stops evicting in a fully disrupted zone for the same reason).
 //!
-//! A host counts as known once this worker saw it heartbeat *or* found it named by a record
+//! Counting quiet hosts, not only expired ones, is what judges hosts that went quiet together
+//! together without waiting: their last heartbeats are up to one interval apart, so when the
+//! first one expires the others have been unheard for at least two thirds of the timeout and
+//! already count as quiet. A lone dead host is therefore lost the moment its heartbeat is a
+//! host timeout old. Hosts not heard of for ten host timeouts are forgotten.
+//!
+//! A host counts as known once this worker heard it heartbeat *or* found it named by a record
 //! (a replica placed on it, an instance it reported): a worker started after a host died has
-//! never seen its heartbeat, and must still judge it — by the same rules — before its
-//! replicas move. Only hosts judged lost lose their replicas; a host that is merely missing
-//! from this worker's view keeps them.
+//! never heard it, and must still judge it — by the same rules, as if last heard when it was
+//! learnt — before its replicas move. Only hosts judged lost lose their replicas.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// How many host timeouts a host stays known after its last heartbeat.
+/// How many host timeouts a host stays known after it was last heard.
 const FORGET_AFTER_TIMEOUTS: u32 = 10;
 /// How many host timeouts of good reads must follow a reconnect before a missing host is lost:
 /// one for the host to heartbeat, one more for its own reconnect, which backs off while the
 /// broker is away and may come seconds after this worker's.
 const GRACE_TIMEOUTS: u32 = 2;
 
-/// What the scheduler may do about the hosts it sees.
+/// What the scheduler may do about the hosts it knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Judgement {
     /// Every known host is live.
@@ -33,95 +36,80 @@ pub enum Judgement {
     Lost(Vec<String>),
     /// Hosts look lost, but too soon after a reconnect (or failed reads) to tell: move nothing.
     TooSoon(Vec<String>),
-    /// More than half of the known hosts look lost: move nothing, say so loudly.
-    Disrupted { lost: Vec<String>, known: usize },
+    /// More than half of the known hosts are quiet: move nothing, say so loudly.
+    Disrupted { quiet: Vec<String>, known: usize },
 }
 
-/// The hosts this worker has seen heartbeat, and when last.
+/// The hosts this worker knows, and when each was last heard.
 pub struct Liveness {
     host_timeout: Duration,
-    known: BTreeMap<String, Instant>,
-    /// When each missing host was first seen missing.
-    missing_since: BTreeMap<String, Instant>,
+    last_heard: BTreeMap<String, Instant>,
 }
 
 impl Liveness {
     pub fn new(host_timeout: Duration) -> Self {
         Self {
             host_timeout,
-            known: BTreeMap::new(),
-            missing_since: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
         }
     }
 
-    /// How long a host must have been missing before it counts as lost: one heartbeat
-    /// interval (a third of the host timeout), so hosts that went quiet together — whose
-    /// entries expire up to one interval apart — are all missing by then and judged together.
-    fn confirm_after(&self) -> Duration {
-        self.host_timeout / 3
+    /// Unheard this long, a host is quiet: more than one heartbeat interval (a third of the
+    /// timeout) with room for a late heartbeat.
+    fn quiet_after(&self) -> Duration {
+        self.host_timeout / 2
     }
 
-    /// Makes hosts named by the records known, as if they had been seen `now` (hosts already
-    /// known keep their last sighting): a host nobody saw heartbeat is then judged like one
-    /// that stopped now, after the same grace and confirmation.
+    /// Notes heartbeats: each host was heard at the instant given (a later one wins).
+    pub fn heard<'a>(&mut self, heard: impl IntoIterator<Item = (&'a str, Instant)>) {
+        for (host, at) in heard {
+            let last = self.last_heard.entry(host.to_string()).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    /// Makes hosts named by the records known, as if heard `now` (hosts already known keep
+    /// their last heartbeat): a host nobody heard is then judged like one that stopped now.
     pub fn learn<'a>(&mut self, named: impl IntoIterator<Item = &'a str>, now: Instant) {
         for host in named {
-            if !host.is_empty() && !self.known.contains_key(host) {
-                self.known.insert(host.to_string(), now);
+            if !host.is_empty() && !self.last_heard.contains_key(host) {
+                self.last_heard.insert(host.to_string(), now);
             }
         }
     }
 
-    /// Judges the hosts given the `live` ones read `now`, and how long reads of the hosts
-    /// bucket have been good without a break (`None`: the last one failed).
-    pub fn judge(
-        &mut self,
-        live: &BTreeSet<String>,
-        now: Instant,
-        reading_well_for: Option<Duration>,
-    ) -> Judgement {
-        for host in live {
-            self.known.insert(host.clone(), now);
-        }
+    /// Judges the known hosts at `now`, given how long reads of the hosts have been good
+    /// without a break (`None`: they are not now).
+    pub fn judge(&mut self, now: Instant, reading_well_for: Option<Duration>) -> Judgement {
         let forget_after = self.host_timeout * FORGET_AFTER_TIMEOUTS;
-        self.known
-            .retain(|_, seen| now.saturating_duration_since(*seen) < forget_after);
-        let missing: Vec<String> = self
-            .known
-            .keys()
-            .filter(|host| !live.contains(*host))
-            .cloned()
+        self.last_heard
+            .retain(|_, heard| now.saturating_duration_since(*heard) < forget_after);
+        let unheard_for = |heard: &Instant| now.saturating_duration_since(*heard);
+        let expired: Vec<String> = self
+            .last_heard
+            .iter()
+            .filter(|(_, heard)| unheard_for(heard) >= self.host_timeout)
+            .map(|(host, _)| host.clone())
             .collect();
-        self.missing_since.retain(|host, _| missing.contains(host));
-        for host in &missing {
-            self.missing_since.entry(host.clone()).or_insert(now);
-        }
-        if missing.is_empty() {
+        if expired.is_empty() {
             return Judgement::Steady;
         }
         if reading_well_for.is_none_or(|good| good < self.host_timeout * GRACE_TIMEOUTS) {
-            return Judgement::TooSoon(missing);
+            return Judgement::TooSoon(expired);
         }
-        if missing.len() * 2 > self.known.len() {
+        let quiet: Vec<String> = self
+            .last_heard
+            .iter()
+            .filter(|(_, heard)| unheard_for(heard) >= self.quiet_after())
+            .map(|(host, _)| host.clone())
+            .collect();
+        if quiet.len() * 2 > self.last_heard.len() {
             return Judgement::Disrupted {
-                known: self.known.len(),
-                lost: missing,
+                known: self.last_heard.len(),
+                quiet,
             };
         }
-        let confirm_after = self.confirm_after();
-        let lost: Vec<String> = missing
-            .iter()
-            .filter(|host| {
-                self.missing_since
-                    .get(*host)
-                    .is_some_and(|since| now.saturating_duration_since(*since) >= confirm_after)
-            })
-            .cloned()
-            .collect();
-        if lost.is_empty() {
-            return Judgement::TooSoon(missing);
-        }
-        Judgement::Lost(lost)
+        Judgement::Lost(expired)
     }
 }
 
@@ -129,129 +117,151 @@ impl Liveness {
 mod tests {
     use super::*;
 
-    const TIMEOUT: Duration = Duration::from_secs(4);
-
-    fn hosts(ids: &[&str]) -> BTreeSet<String> {
-        ids.iter().map(|id| id.to_string()).collect()
-    }
+    const TIMEOUT: Duration = Duration::from_secs(6);
 
     fn well() -> Option<Duration> {
         Some(TIMEOUT * (GRACE_TIMEOUTS + 1))
     }
 
-    #[test]
-    fn all_known_hosts_live_is_steady() {
+    /// Liveness that heard each host at `start + offset`.
+    fn heard_at(start: Instant, hosts: &[(&str, Duration)]) -> Liveness {
         let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now, well()),
-            Judgement::Steady
-        );
+        liveness.heard(hosts.iter().map(|(host, offset)| (*host, start + *offset)));
+        liveness
+    }
+
+    const ZERO: Duration = Duration::ZERO;
+
+    #[test]
+    fn hosts_heard_within_the_timeout_are_steady() {
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO)]);
+        let later = start + TIMEOUT - Duration::from_millis(1);
+        assert_eq!(liveness.judge(later, well()), Judgement::Steady);
     }
 
     #[test]
-    fn one_host_of_three_missing_is_lost() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
-        // Just missing: wait one heartbeat interval, others that went quiet with it follow.
+    fn a_lone_host_unheard_for_the_timeout_is_lost_at_once() {
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", ZERO)]);
+        // a and b keep heartbeating; c stopped.
+        liveness.heard([("a", start + TIMEOUT), ("b", start + TIMEOUT)]);
         assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, well()),
-            Judgement::TooSoon(vec!["c".into()])
-        );
-        assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT * 2, well()),
+            liveness.judge(start + TIMEOUT, well()),
             Judgement::Lost(vec!["c".into()])
         );
     }
 
     #[test]
     fn hosts_that_go_quiet_together_are_judged_together() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
-        // b's entry expires first, c's a heartbeat interval later: never moved one by one.
-        let first = liveness.judge(&hosts(&["a", "c"]), now + TIMEOUT, well());
-        assert_eq!(first, Judgement::TooSoon(vec!["b".into()]));
-        let both = liveness.judge(&hosts(&["a"]), now + TIMEOUT + TIMEOUT / 4, well());
-        assert!(matches!(both, Judgement::Disrupted { .. }), "{both:?}");
-    }
-
-    #[test]
-    fn nothing_is_lost_until_two_host_timeouts_after_reconnecting() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
-        // NATS was away: the heartbeats of b and c expired meanwhile.
-        let just_back = Some(TIMEOUT + Duration::from_secs(1));
+        let start = Instant::now();
+        // b and c die together; b's last heartbeat was one interval before c's.
+        let interval = TIMEOUT / 3;
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", interval)]);
+        liveness.heard([("a", start + TIMEOUT)]);
+        // When b expires, c is quiet already: two of three, a disruption, nothing moves.
+        let judged = liveness.judge(start + TIMEOUT, well());
         assert_eq!(
-            liveness.judge(&hosts(&["a"]), now + TIMEOUT, just_back),
-            Judgement::TooSoon(vec!["b".into(), "c".into()])
-        );
-        assert!(matches!(
-            liveness.judge(&hosts(&["a"]), now + TIMEOUT, None),
-            Judgement::TooSoon(_)
-        ));
-        // They heartbeat again within the timeout: nothing was ever moved.
-        assert_eq!(
-            liveness.judge(&hosts(&["a", "b", "c"]), now + TIMEOUT * 2, well()),
-            Judgement::Steady
-        );
-    }
-
-    #[test]
-    fn more_than_half_lost_at_once_moves_nothing() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
-        assert_eq!(
-            liveness.judge(&hosts(&["a"]), now + TIMEOUT, well()),
+            judged,
             Judgement::Disrupted {
-                lost: vec!["b".into(), "c".into()],
+                quiet: vec!["b".into(), "c".into()],
                 known: 3
             }
         );
     }
 
     #[test]
-    fn a_host_only_named_by_records_is_judged_like_one_that_stopped_now() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        // A fresh worker: it sees a and b heartbeat; records also name c, which it never saw.
-        liveness.learn(["a", "b", "c"], now);
+    fn a_late_heartbeat_is_not_quiet() {
+        let start = Instant::now();
+        let late = TIMEOUT / 3 + Duration::from_millis(500);
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", TIMEOUT - late)]);
+        liveness.heard([("a", start + TIMEOUT)]);
+        // b is lost; c heartbeats late but is not quiet; a disruption it is not.
         assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now, well()),
-            Judgement::TooSoon(vec!["c".into()])
+            liveness.judge(start + TIMEOUT, well()),
+            Judgement::Lost(vec!["b".into()])
+        );
+    }
+
+    #[test]
+    fn nothing_is_lost_until_two_host_timeouts_after_reconnecting() {
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", ZERO)]);
+        liveness.heard([("a", start + TIMEOUT)]);
+        // NATS was away: every heartbeat stopped; this worker is back for a moment only.
+        let just_back = Some(TIMEOUT + Duration::from_secs(1));
+        assert_eq!(
+            liveness.judge(start + TIMEOUT, just_back),
+            Judgement::TooSoon(vec!["b".into(), "c".into()])
+        );
+        assert!(matches!(
+            liveness.judge(start + TIMEOUT, None),
+            Judgement::TooSoon(_)
+        ));
+        // They heartbeat again within the grace: nothing was ever moved.
+        liveness.heard([("b", start + TIMEOUT * 2), ("c", start + TIMEOUT * 2)]);
+        liveness.heard([("a", start + TIMEOUT * 2)]);
+        assert_eq!(
+            liveness.judge(start + TIMEOUT * 2, well()),
+            Judgement::Steady
+        );
+    }
+
+    #[test]
+    fn more_than_half_quiet_moves_nothing() {
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", ZERO)]);
+        liveness.heard([("a", start + TIMEOUT)]);
+        assert_eq!(
+            liveness.judge(start + TIMEOUT, well()),
+            Judgement::Disrupted {
+                quiet: vec!["b".into(), "c".into()],
+                known: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_only_named_by_records_is_judged_like_one_that_stopped_when_learnt() {
+        let start = Instant::now();
+        // A fresh worker hears a, b and d; records also name c, which it never heard.
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("d", ZERO)]);
+        liveness.learn(["a", "b", "c", "d"], start);
+        let beat = |liveness: &mut Liveness, at: Instant| {
+            liveness.heard([("a", at), ("b", at), ("d", at)]);
+        };
+        beat(&mut liveness, start + TIMEOUT / 2);
+        assert_eq!(
+            liveness.judge(start + TIMEOUT / 2, well()),
+            Judgement::Steady
         );
         // Learning it again does not restart its clock.
-        liveness.learn(["c"], now + TIMEOUT);
+        liveness.learn(["c"], start + TIMEOUT / 2);
+        beat(&mut liveness, start + TIMEOUT);
         assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, well()),
+            liveness.judge(start + TIMEOUT, well()),
             Judgement::Lost(vec!["c".into()])
         );
     }
 
     #[test]
     fn a_fresh_worker_judges_no_named_host_lost_before_its_grace() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.learn(["a", "b", "c"], now);
+        let start = Instant::now();
+        let mut liveness = heard_at(start + TIMEOUT, &[("a", ZERO), ("b", ZERO), ("d", ZERO)]);
+        liveness.learn(["c"], start);
         let just_started = Some(Duration::from_secs(1));
         assert_eq!(
-            liveness.judge(&hosts(&["a", "b"]), now + TIMEOUT, just_started),
+            liveness.judge(start + TIMEOUT, just_started),
             Judgement::TooSoon(vec!["c".into()])
         );
     }
 
     #[test]
     fn hosts_gone_for_long_are_forgotten() {
-        let mut liveness = Liveness::new(TIMEOUT);
-        let now = Instant::now();
-        liveness.judge(&hosts(&["a", "b", "c"]), now, well());
-        let later = now + TIMEOUT * (FORGET_AFTER_TIMEOUTS + 1);
-        assert_eq!(
-            liveness.judge(&hosts(&["a"]), later, well()),
-            Judgement::Steady
-        );
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", ZERO)]);
+        let later = start + TIMEOUT * (FORGET_AFTER_TIMEOUTS + 1);
+        liveness.heard([("a", later)]);
+        assert_eq!(liveness.judge(later, well()), Judgement::Steady);
     }
 }

@@ -20,18 +20,23 @@ use super::liveness::{Judgement, Liveness};
 use super::placing::{Scope, live_with_self, place_if_needed};
 use super::view::HostsView;
 use crate::index::RecordIndex;
+use futures::StreamExt;
 use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::placement;
 use krane_core::placement::HostInfo;
 use krane_core::record::GatewayRecord;
 use krane_store::{Latest, Result, Store};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// Gateways whose replicas one scan moves at most; the rest are moved by the next scans,
-/// a couple of seconds apart, so a mistaken judgement cannot move the whole fleet at once.
-const MOVES_PER_SCAN: usize = 64;
+/// Gateways whose replicas one worker's scan moves at most; the rest are moved by the next
+/// scans, a second apart, so a mistaken judgement cannot move the whole fleet at once.
+const MOVES_PER_SCAN: usize = 128;
+/// Gateways one scan works on at once.
+const SCAN_PARALLELISM: usize = 16;
 
 /// The parts of the worker the scheduler uses.
 pub struct Scheduler {
@@ -71,10 +76,14 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
             .zip(store.connected_for())
             .map(|(reading, connected)| reading.min(connected));
         let snapshot = records.records();
+        let heard = hosts.last_heard();
+        liveness.heard(heard.iter().map(|(host, at)| (host.as_str(), *at)));
+        // This worker is alive, whatever its last heartbeat says.
+        liveness.heard([(me.host_id.as_str(), now)]);
         liveness.learn(named_hosts(&snapshot), now);
         let live = live_with_self(&me, hosts.snapshot());
         let ids: BTreeSet<String> = live.iter().map(|host| host.host_id.clone()).collect();
-        let judgement = liveness.judge(&ids, now, reading_well_for);
+        let judgement = liveness.judge(now, reading_well_for);
         if judgement != last_judgement {
             match &judgement {
                 Judgement::Steady => info!(hosts = ?ids, "every known host is live"),
@@ -83,10 +92,10 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
                     ?missing,
                     "hosts missing; not judged lost yet (just missing, or right after a reconnect)"
                 ),
-                Judgement::Disrupted { lost, known } => error!(
-                    ?lost,
+                Judgement::Disrupted { quiet, known } => error!(
+                    ?quiet,
                     known,
-                    "more than half of the known hosts look lost at once: moving nothing (check NATS and the network between the hosts)"
+                    "more than half of the known hosts went quiet at once: moving nothing (check NATS and the network between the hosts)"
                 ),
             }
             last_judgement = judgement.clone();
@@ -110,7 +119,13 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         {
             info!(hosts = ?state.0, "live hosts changed");
         }
-        match scan(&store, &snapshot, &live, &state.1).await {
+        let full = last_scan.is_none_or(|at| at.elapsed() >= settings.full_scan);
+        let mover = if full {
+            Mover::Anyone
+        } else {
+            Mover::OnlyIfMine(&me.host_id)
+        };
+        match scan(&store, &snapshot, &live, &state.1, mover).await {
             Ok(Scanned::Complete) => {
                 last_scanned = Some(state);
                 last_scan = Some(Instant::now());
@@ -129,7 +144,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
 
 /// Every host the records name: where replicas are placed and where instances were reported
 /// (and not closed).
-fn named_hosts(records: &[std::sync::Arc<GatewayRecord>]) -> BTreeSet<&str> {
+fn named_hosts(records: &[Arc<GatewayRecord>]) -> BTreeSet<&str> {
     let mut named = BTreeSet::new();
     for record in records {
         named.extend(record.intent.placement().iter().map(String::as_str));
@@ -157,29 +172,81 @@ enum Scanned {
 
 async fn scan(
     store: &Store,
-    records: &[std::sync::Arc<GatewayRecord>],
+    records: &[Arc<GatewayRecord>],
     live: &[HostInfo],
     lost: &BTreeSet<String>,
+    mover: Mover<'_>,
 ) -> Result<Scanned> {
-    let mut moves = 0;
-    for record in records {
-        close_lost_hosts(store, record, lost).await?;
-        // The record may lag the log; a stale decision loses its conditional write, and the
-        // latest command is read from the log and placed instead.
-        let latest = Latest {
-            seq: record.intent_seq,
-            command: record.intent.clone(),
-            last_seq: record.intent_seq,
-        };
-        let placed = place_if_needed(store, latest, live, Scope::OffLostHosts(lost)).await?;
-        if placed.projected.is_some() {
-            moves += 1;
-            if moves >= MOVES_PER_SCAN {
-                return Ok(Scanned::MoveLimitReached);
-            }
-        }
-    }
-    Ok(Scanned::Complete)
+    // Hosts that may take replicas: the live ones not judged lost.
+    let takers: Vec<HostInfo> = live
+        .iter()
+        .filter(|host| !lost.contains(&host.host_id))
+        .cloned()
+        .collect();
+    let work: Vec<Arc<GatewayRecord>> = records
+        .iter()
+        .filter(|record| needs_scheduling(record, lost))
+        .filter(|record| match mover {
+            Mover::Anyone => true,
+            Mover::OnlyIfMine(me) => placement::placer(&record.key(), &takers) == Some(me),
+        })
+        .cloned()
+        .collect();
+    let more = work.len() > MOVES_PER_SCAN;
+    let results: Vec<Result<()>> = futures::stream::iter(work.into_iter().take(MOVES_PER_SCAN))
+        .map(|record| async move { schedule(store, &record, live, lost).await })
+        .buffer_unordered(SCAN_PARALLELISM)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    Ok(if more {
+        Scanned::MoveLimitReached
+    } else {
+        Scanned::Complete
+    })
+}
+
+/// Who moves a gateway's replicas in a scan.
+#[derive(Debug, Clone, Copy)]
+enum Mover<'a> {
+    /// The host that `placement::placer` names among the hosts that may take replicas, so
+    /// the workers do not race for every gateway (the scan after a change of hosts).
+    OnlyIfMine(&'a str),
+    /// Any worker (the periodic full scan: covers a placer that died or saw other hosts).
+    Anyone,
+}
+
+/// True when the record has replicas to place or instances to close: unplaced replicas,
+/// replicas placed on a lost host, or instances a lost host reported.
+fn needs_scheduling(record: &GatewayRecord, lost: &BTreeSet<String>) -> bool {
+    record.intent.has_unplaced()
+        || record
+            .intent
+            .placement()
+            .iter()
+            .any(|host| lost.contains(host))
+        || record
+            .live_observations()
+            .any(|seen| lost.contains(&seen.host_id))
+}
+
+/// Closes a gateway's instances on lost hosts and places its replicas that need a host.
+async fn schedule(
+    store: &Store,
+    record: &GatewayRecord,
+    live: &[HostInfo],
+    lost: &BTreeSet<String>,
+) -> Result<()> {
+    close_lost_hosts(store, record, lost).await?;
+    // The record may lag the log; a stale decision loses its conditional write, and the
+    // latest command is read from the log and placed instead.
+    let latest = Latest {
+        seq: record.intent_seq,
+        command: record.intent.clone(),
+        last_seq: record.intent_seq,
+    };
+    place_if_needed(store, latest, live, Scope::OffLostHosts(lost)).await?;
+    Ok(())
 }
 
 /// Publishes `Gone` for every replica a host judged lost last reported as present.
@@ -209,4 +276,34 @@ async fn close_lost_hosts(
         store.append_events(&record.key(), None, &lost).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krane_core::command::Command;
+    use krane_core::spec::GatewaySpec;
+
+    fn record(placement: &[&str]) -> GatewayRecord {
+        let spec = GatewaySpec {
+            namespace: "ns".into(),
+            gateway_id: "gw".into(),
+            workspace_id: "ws".into(),
+            image: "img:1".into(),
+            replicas: u32::try_from(placement.len()).unwrap_or(0),
+            cpu_millicores: 100,
+            memory_mib: 32,
+        };
+        let placement = placement.iter().map(|host| host.to_string()).collect();
+        GatewayRecord::apply_command(None, 1, &Command::create(spec, placement)).expect("record")
+    }
+
+    #[test]
+    fn only_gateways_touching_a_lost_host_or_unplaced_need_scheduling() {
+        let lost = BTreeSet::from(["h3".to_string()]);
+        assert!(!needs_scheduling(&record(&["h1", "h2"]), &lost));
+        assert!(needs_scheduling(&record(&["h1", "h3"]), &lost));
+        assert!(needs_scheduling(&record(&["h1", ""]), &lost));
+        assert!(!needs_scheduling(&record(&["h1", "h3"]), &BTreeSet::new()));
+    }
 }

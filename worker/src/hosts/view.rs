@@ -60,6 +60,18 @@ impl HostsView {
             .collect()
     }
 
+    /// Every host heard of, with the instant its last heartbeat counts from.
+    pub fn last_heard(&self) -> Vec<(String, Instant)> {
+        let Ok(heard) = self.inner.read() else {
+            return Vec::new();
+        };
+        heard
+            .hosts
+            .iter()
+            .map(|(id, (_, at))| (id.clone(), *at))
+            .collect()
+    }
+
     /// Since when the view has followed the hosts bucket without a break (`None`: it does
     /// not now).
     pub fn whole_since(&self) -> Option<Instant> {
@@ -93,7 +105,7 @@ impl HostsView {
     }
 
     /// When `me` was last heard.
-    fn last_heard(&self, me: &str) -> Option<Instant> {
+    fn last_heard_of(&self, me: &str) -> Option<Instant> {
         self.inner.read().ok()?.hosts.get(me).map(|(_, at)| *at)
     }
 
@@ -129,7 +141,7 @@ pub async fn follow(store: Store, view: HostsView, me: String, stop: Cancellatio
                         _ = stop.cancelled() => return,
                         change = changes.next() => change,
                         _ = check.tick() => {
-                            let last = view.last_heard(&me).unwrap_or(opened_at).max(opened_at);
+                            let last = view.last_heard_of(&me).unwrap_or(opened_at).max(opened_at);
                             if last.elapsed() > view.host_timeout && store.is_connected() {
                                 warn!(host = %me, "this host's own heartbeats stopped coming back through the hosts watch; reopening it");
                                 break;
