@@ -5,6 +5,7 @@
 
 mod accept;
 mod env;
+mod failover;
 mod get;
 mod memory;
 mod pipeline;
@@ -37,6 +38,9 @@ enum Command {
     TimeToRunning(ttr::Args),
     /// Peak RSS of the API and worker holding many gateways.
     Memory(memory::Args),
+    /// Many gateways on many hosts: NATS messages per worker at steady state, and the time
+    /// to move a killed host's replicas.
+    Failover(failover::Args),
 }
 
 #[tokio::main]
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline::run(args).await?,
         Command::TimeToRunning(args) => ttr::run(args).await?,
         Command::Memory(args) => memory::run(args).await?,
+        Command::Failover(args) => failover::run(args).await?,
     };
     if let Some(path) = cli.json {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {

@@ -1,0 +1,295 @@
+//! `failover`: many gateways on many hosts, each host an in-process worker on an in-memory
+//! runtime of its own (no Docker) with its own NATS connection. For each gateway count:
+//!
+//! - **steady state**: once every gateway is RUNNING and a resync interval has passed, the
+//!   NATS messages each worker sends (requests, publishes, acks) and receives (replies, watch
+//!   and consumer deliveries) per minute — flat in the number of gateways when a worker reads
+//!   what changes, not what exists;
+//! - **failover**: the worker of the host with the most replicas is killed (its task aborted:
+//!   no goodbye, its heartbeat simply stops); the time from then until every gateway it ran
+//!   is RUNNING on the other hosts in KV, next to `--host-timeout`.
+
+use crate::env::{self, Api, Fsync, Nats};
+use crate::stats::{Table, cell, median};
+use futures::StreamExt;
+use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_store::{BucketChange, Store};
+use krane_worker::runtime::ContainerRuntime;
+use krane_worker::runtime::fake::FakeRuntime;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Gateway counts to measure (comma-separated), each on a fresh nats-server.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    gateways: Vec<usize>,
+    /// Replicas per gateway.
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Hosts (in-process workers).
+    #[arg(long, default_value_t = 20)]
+    hosts: usize,
+    /// `--host-timeout` of every worker.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    host_timeout: Duration,
+    /// `--resync-interval` of every worker.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    resync_interval: Duration,
+    /// How long the steady state is measured.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    steady: Duration,
+    /// Concurrent CreateGateway callers.
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Run {
+    gateways: usize,
+    /// Seconds from the first Create to every gateway RUNNING.
+    running_seconds: f64,
+    /// Per worker: messages sent and received per minute at steady state.
+    sent_per_minute: Vec<f64>,
+    received_per_minute: Vec<f64>,
+    /// The host killed and how many replicas and gateways it ran.
+    victim: String,
+    victim_replicas: usize,
+    victim_gateways: usize,
+    /// Seconds from the kill until every gateway it ran is RUNNING elsewhere.
+    failover_seconds: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
+    let mut table = Table::new(
+        format!(
+            "{} hosts (in-process workers, in-memory runtimes), {} replicas per gateway, \
+             --host-timeout {}, --resync-interval {}; steady state over {}",
+            args.hosts,
+            args.replicas,
+            humantime::format_duration(args.host_timeout),
+            humantime::format_duration(args.resync_interval),
+            humantime::format_duration(args.steady),
+        ),
+        &[
+            "gateways",
+            "Create → all RUNNING (s)",
+            "sent/worker/min (median, max)",
+            "received/worker/min (median, max)",
+            "killed host: replicas (gateways)",
+            "kill → all RUNNING elsewhere (s)",
+        ],
+    );
+    let mut runs = Vec::new();
+    for &gateways in &args.gateways {
+        let run = measure(&args, gateways).await?;
+        let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+        table.row(vec![
+            gateways.to_string(),
+            cell(run.running_seconds),
+            format!(
+                "{}, {}",
+                cell(median(run.sent_per_minute.iter().copied())),
+                cell(max(&run.sent_per_minute))
+            ),
+            format!(
+                "{}, {}",
+                cell(median(run.received_per_minute.iter().copied())),
+                cell(max(&run.received_per_minute))
+            ),
+            format!("{} ({})", run.victim_replicas, run.victim_gateways),
+            cell(run.failover_seconds),
+        ]);
+        runs.push(run);
+    }
+    table.print();
+    Ok(json!({
+        "benchmark": "failover",
+        "hosts": args.hosts,
+        "replicas": args.replicas,
+        "host_timeout_seconds": args.host_timeout.as_secs_f64(),
+        "resync_interval_seconds": args.resync_interval.as_secs_f64(),
+        "steady_seconds": args.steady.as_secs_f64(),
+        "runtime": "FakeRuntime (in-memory), one per in-process worker, distinct host ids",
+        "runs": runs,
+    }))
+}
+
+struct Host {
+    id: String,
+    runtime: Arc<FakeRuntime>,
+    log: Store,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
+    let nats = Nats::start(Fsync::Default).await?;
+    let log = nats.log().await?;
+    let api = Api::start(nats.log().await?).await?;
+    let stop = CancellationToken::new();
+    let host_timeout = humantime::format_duration(args.host_timeout).to_string();
+    let resync = humantime::format_duration(args.resync_interval).to_string();
+    let mut hosts = Vec::new();
+    for i in 0..args.hosts {
+        let id = format!("host{i:02}");
+        let runtime = Arc::new(FakeRuntime::with_images(&[env::TEST_IMAGE]));
+        let worker_log = nats.log().await?;
+        let config = krane_tests::worker_config(
+            &nats.url(),
+            &id,
+            &[
+                "--host-timeout",
+                &host_timeout,
+                "--resync-interval",
+                &resync,
+            ],
+        );
+        let (task_log, task_runtime, task_stop) =
+            (worker_log.clone(), runtime.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            krane_worker::run(&config, task_log, task_runtime, task_stop).await
+        });
+        hosts.push(Host {
+            id,
+            runtime,
+            log: worker_log,
+            task,
+        });
+    }
+    env::wait_for_hosts(&log, args.hosts).await?;
+    let running = tokio::spawn(env::watch_running(log.clone(), gateways));
+    let client = api.client()?;
+    let started = Instant::now();
+    eprintln!("creating {gateways} gateways …");
+    env::create_many(&client, "f", gateways, args.replicas, args.callers).await?;
+    tokio::time::timeout(Duration::from_secs(900), running).await???;
+    let running_seconds = started.elapsed().as_secs_f64();
+    eprintln!("all RUNNING after {running_seconds:.1} s; settling one resync interval …");
+    tokio::time::sleep(args.resync_interval + Duration::from_secs(2)).await;
+
+    eprintln!("measuring the steady state for {:?} …", args.steady);
+    let counts = |hosts: &[Host]| -> Vec<(u64, u64)> {
+        hosts
+            .iter()
+            .map(|host| {
+                let stats = host.log.jetstream().client().statistics();
+                (
+                    stats.out_messages.load(Ordering::Relaxed),
+                    stats.in_messages.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    };
+    let before = counts(&hosts);
+    tokio::time::sleep(args.steady).await;
+    let after = counts(&hosts);
+    let minutes = args.steady.as_secs_f64() / 60.0;
+    let per_minute = |pick: fn(&(u64, u64)) -> u64| -> Vec<f64> {
+        before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| pick(a).saturating_sub(pick(b)) as f64 / minutes)
+            .collect()
+    };
+    let sent_per_minute = per_minute(|(sent, _)| *sent);
+    let received_per_minute = per_minute(|(_, received)| *received);
+
+    // The host with the most replicas dies.
+    let mut per_host = Vec::new();
+    for host in &hosts {
+        per_host.push(host.runtime.list_owned(&host.id).await?.len());
+    }
+    let victim_index = (0..hosts.len())
+        .max_by_key(|index| per_host[*index])
+        .unwrap_or(0);
+    let victim = hosts[victim_index].id.clone();
+    let victim_replicas = per_host[victim_index];
+    let records = current_records(&log).await?;
+    let victim_gateways: BTreeSet<String> = records
+        .iter()
+        .filter(|(_, record)| record.intent.placement().contains(&victim))
+        .map(|(key, _)| key.clone())
+        .collect();
+    let moved = tokio::spawn(wait_moved(
+        log.clone(),
+        victim.clone(),
+        victim_gateways.clone(),
+    ));
+    // Let the watch take its first look before the kill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!(
+        "killing {victim} ({victim_replicas} replicas of {} gateways) …",
+        victim_gateways.len()
+    );
+    let killed = Instant::now();
+    hosts[victim_index].task.abort();
+    tokio::time::timeout(Duration::from_secs(600), moved).await???;
+    let failover_seconds = killed.elapsed().as_secs_f64();
+    eprintln!("moved after {failover_seconds:.1} s");
+
+    stop.cancel();
+    for host in hosts {
+        let _ = host.task.await;
+    }
+    api.stop().await;
+    Ok(Run {
+        gateways,
+        running_seconds,
+        sent_per_minute,
+        received_per_minute,
+        victim,
+        victim_replicas,
+        victim_gateways: victim_gateways.len(),
+        failover_seconds,
+    })
+}
+
+/// Every record as the bucket holds it now.
+async fn current_records(log: &Store) -> anyhow::Result<BTreeMap<String, GatewayRecord>> {
+    let mut changes = std::pin::pin!(log.watch_records().await?);
+    let mut records = BTreeMap::new();
+    while let Some(change) = changes.next().await {
+        match change? {
+            BucketChange::Put { key, value, .. } => {
+                records.insert(key, value);
+            }
+            BucketChange::Removed { key } => {
+                records.remove(&key);
+            }
+            BucketChange::Current => break,
+        }
+    }
+    Ok(records)
+}
+
+/// Follows the records until every gateway of `waiting` runs all its instances RUNNING, none
+/// on `victim`.
+async fn wait_moved(
+    log: Store,
+    victim: String,
+    mut waiting: BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let mut changes = std::pin::pin!(log.watch_records().await?);
+    while !waiting.is_empty() {
+        let Some(change) = changes.next().await else {
+            anyhow::bail!("the records watch ended");
+        };
+        if let BucketChange::Put { key, value, .. } = change?
+            && waiting.contains(&key)
+        {
+            let instances = value.instances();
+            let moved = !instances.is_empty()
+                && instances.iter().all(|instance| {
+                    instance.status == InstanceStatus::Running && instance.host_id != victim
+                });
+            if moved {
+                waiting.remove(&key);
+            }
+        }
+    }
+    Ok(())
+}
