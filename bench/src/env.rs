@@ -8,7 +8,7 @@ use krane_core::record::{GatewayRecord, InstanceStatus};
 use krane_proto::krane::v1::CreateGatewayRequest;
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient;
 use krane_store::{NatsArgs, Store};
-use krane_tests::NatsServer;
+use krane_tests::{NatsCluster, NatsServer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,17 +28,33 @@ pub enum Fsync {
     Always,
 }
 
-/// A nats-server with its configuration file (kept alive as long as the server).
+/// Where the benchmark's NATS runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Broker {
+    /// One nats-server.
+    Single,
+    /// Three nats-servers in a cluster on loopback, streams and buckets with three replicas.
+    Cluster,
+}
+
+/// A nats-server (or a 3-node cluster) with its configuration file (kept alive as long as the
+/// servers).
 pub struct Nats {
-    pub server: NatsServer,
+    servers: Servers,
     _config: Option<tempfile::NamedTempFile>,
+}
+
+enum Servers {
+    Single(NatsServer),
+    Cluster(NatsCluster),
 }
 
 impl Nats {
     pub async fn start(fsync: Fsync) -> anyhow::Result<Self> {
         match fsync {
             Fsync::Default => Ok(Self {
-                server: NatsServer::start().await,
+                servers: Servers::Single(NatsServer::start().await),
                 _config: None,
             }),
             Fsync::Always => {
@@ -46,25 +62,53 @@ impl Nats {
                 std::fs::write(config.path(), "jetstream {\n  sync_interval: always\n}\n")?;
                 let path = config.path().to_string_lossy().into_owned();
                 Ok(Self {
-                    server: NatsServer::start_with(&["-c", &path]).await,
+                    servers: Servers::Single(NatsServer::start_with(&["-c", &path]).await),
                     _config: Some(config),
                 })
             }
         }
     }
 
+    /// One server or a 3-node cluster (default fsync).
+    pub async fn start_on(broker: Broker) -> anyhow::Result<Self> {
+        match broker {
+            Broker::Single => Self::start(Fsync::Default).await,
+            Broker::Cluster => Ok(Self {
+                servers: Servers::Cluster(NatsCluster::start(3).await),
+                _config: None,
+            }),
+        }
+    }
+
+    /// Every server's URL, comma-separated.
     pub fn url(&self) -> String {
-        self.server.url()
+        match &self.servers {
+            Servers::Single(server) => server.url(),
+            Servers::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// Replicas of the streams and buckets on these servers.
+    pub fn replicas(&self) -> u8 {
+        match &self.servers {
+            Servers::Single(_) => 1,
+            Servers::Cluster(cluster) => u8::try_from(cluster.nodes.len()).unwrap_or(3),
+        }
+    }
+
+    /// The flags a worker needs for these servers, besides `--nats-url`.
+    pub fn worker_args(&self) -> Vec<String> {
+        vec!["--stream-replicas".into(), self.replicas().to_string()]
     }
 
     pub async fn log(&self) -> anyhow::Result<Store> {
-        krane_store::connect(
-            &NatsArgs::url(self.url()),
-            "krane-bench",
-            Duration::from_secs(10),
-        )
-        .await
-        .context("open the JetStream log")
+        let args = NatsArgs {
+            stream_replicas: self.replicas(),
+            ..NatsArgs::url(self.url())
+        };
+        krane_store::connect(&args, "krane-bench", Duration::from_secs(10))
+            .await
+            .context("open the JetStream log")
     }
 }
 
@@ -120,15 +164,17 @@ pub fn client_for(addr: SocketAddr) -> anyhow::Result<GatewayServiceClient> {
         .map_err(|error| anyhow::anyhow!("build the Connect client: {error}"))
 }
 
-/// Starts an in-process worker for `host_id` on `runtime`; cancel `stop` to end it.
+/// Starts an in-process worker for `host_id` on `runtime`, on `nats`; cancel `stop` to end it.
 pub fn start_worker(
-    nats_url: &str,
+    nats: &Nats,
     host_id: &str,
     log: Store,
     runtime: std::sync::Arc<dyn krane_worker::runtime::ContainerRuntime>,
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
-    let config = krane_tests::worker_config(nats_url, host_id, &[]);
+    let extra = nats.worker_args();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let config = krane_tests::worker_config(&nats.url(), host_id, &extra);
     tokio::spawn(async move { krane_worker::run(&config, log, runtime, stop).await })
 }
 
@@ -261,13 +307,7 @@ impl Stack {
         // Each part on a NATS connection of its own, as the separate processes would be.
         let api = Api::start(nats.log().await?).await?;
         let stop = CancellationToken::new();
-        let worker = start_worker(
-            &nats.url(),
-            host_id,
-            nats.log().await?,
-            runtime,
-            stop.clone(),
-        );
+        let worker = start_worker(&nats, host_id, nats.log().await?, runtime, stop.clone());
         wait_for_hosts(&log, 1).await?;
         Ok(Self {
             _nats: nats,

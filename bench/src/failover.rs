@@ -5,11 +5,11 @@
 //!   NATS messages each worker sends (requests, publishes, acks) and receives (replies, watch
 //!   and consumer deliveries) per minute — flat in the number of gateways when a worker reads
 //!   what changes, not what exists;
-//! - **failover**: the worker of the host with the most replicas is killed (its task aborted:
-//!   no goodbye, its heartbeat simply stops); the time from then until every gateway it ran
+//! - **failover**: the worker of the host with the most replicas is killed (all its loops
+//!   stop at once and its task is aborted: its heartbeat simply stops); the time from then until every gateway it ran
 //!   is RUNNING on the other hosts in KV, next to `--host-timeout`.
 
-use crate::env::{self, Api, Fsync, Nats};
+use crate::env::{self, Api, Broker, Nats};
 use crate::stats::{Table, cell, median};
 use futures::StreamExt;
 use krane_core::record::{GatewayRecord, InstanceStatus};
@@ -46,6 +46,9 @@ pub struct Args {
     /// Concurrent CreateGateway callers.
     #[arg(long, default_value_t = 64)]
     callers: usize,
+    /// One nats-server, or a 3-node cluster with three replicas of everything.
+    #[arg(long, value_enum, default_value = "single")]
+    broker: Broker,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -68,11 +71,12 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let mut table = Table::new(
         format!(
             "{} hosts (in-process workers, in-memory runtimes), {} replicas per gateway, \
-             --host-timeout {}, --resync-interval {}; steady state over {}",
+             --host-timeout {}, --resync-interval {}, NATS {:?}; steady state over {}",
             args.hosts,
             args.replicas,
             humantime::format_duration(args.host_timeout),
             humantime::format_duration(args.resync_interval),
+            args.broker,
             humantime::format_duration(args.steady),
         ),
         &[
@@ -114,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "host_timeout_seconds": args.host_timeout.as_secs_f64(),
         "resync_interval_seconds": args.resync_interval.as_secs_f64(),
         "steady_seconds": args.steady.as_secs_f64(),
+        "broker": args.broker,
         "runtime": "FakeRuntime (in-memory), one per in-process worker, distinct host ids",
         "runs": runs,
     }))
@@ -123,11 +128,13 @@ struct Host {
     id: String,
     runtime: Arc<FakeRuntime>,
     log: Store,
+    /// Stops every loop of this host's worker (heartbeat included).
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
-    let nats = Nats::start(Fsync::Default).await?;
+    let nats = Nats::start_on(args.broker).await?;
     let log = nats.log().await?;
     let api = Api::start(nats.log().await?).await?;
     let stop = CancellationToken::new();
@@ -148,8 +155,9 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
                 &resync,
             ],
         );
+        let host_stop = stop.child_token();
         let (task_log, task_runtime, task_stop) =
-            (worker_log.clone(), runtime.clone(), stop.clone());
+            (worker_log.clone(), runtime.clone(), host_stop.clone());
         let task = tokio::spawn(async move {
             krane_worker::run(&config, task_log, task_runtime, task_stop).await
         });
@@ -157,6 +165,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
             id,
             runtime,
             log: worker_log,
+            stop: host_stop,
             task,
         });
     }
@@ -226,6 +235,8 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         victim_gateways.len()
     );
     let killed = Instant::now();
+    // Every loop of the host stops at once (its heartbeat with them); nothing is handed over.
+    hosts[victim_index].stop.cancel();
     hosts[victim_index].task.abort();
     tokio::time::timeout(Duration::from_secs(600), moved).await???;
     let failover_seconds = killed.elapsed().as_secs_f64();

@@ -3,7 +3,7 @@
 //! as each host has its own engine: container names are only unique per engine. Placement
 //! spreads the replicas across the hosts.
 
-use crate::env::{self, Api, Fsync, Nats};
+use crate::env::{self, Api, Broker, Nats};
 use crate::stats::{Table, cell, median};
 use krane_worker::runtime::ContainerRuntime;
 use krane_worker::runtime::fake::FakeRuntime;
@@ -29,6 +29,9 @@ pub struct Args {
     /// Repetitions (each on a fresh nats-server); tables show medians.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// One nats-server, or a 3-node cluster with three replicas of everything.
+    #[arg(long, value_enum, default_value = "single")]
+    broker: Broker,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -46,9 +49,9 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let mut rows = Vec::new();
     let mut table = Table::new(
         format!(
-            "Create → RUNNING in KV, {} gateways × {} replicas, {} callers, in-memory runtime; \
-             medians of {} runs",
-            args.gateways, args.replicas, args.callers, args.runs
+            "Create → RUNNING in KV, {} gateways × {} replicas, {} callers, in-memory runtime, \
+             NATS {:?}; medians of {} runs",
+            args.gateways, args.replicas, args.callers, args.broker, args.runs
         ),
         &[
             "workers",
@@ -86,13 +89,14 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "gateways": args.gateways,
         "replicas": args.replicas,
         "callers": args.callers,
+        "broker": args.broker,
         "runtime": "FakeRuntime (in-memory), one per in-process worker, distinct host ids",
         "rows": rows,
     }))
 }
 
 async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
-    let nats = Nats::start(Fsync::Default).await?;
+    let nats = Nats::start_on(args.broker).await?;
     let log = nats.log().await?;
     // The API and every worker on a NATS connection of its own, as separate processes are.
     let api = Api::start(nats.log().await?).await?;
@@ -106,7 +110,7 @@ async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
     for (host, runtime) in hosts.iter().zip(&runtimes) {
         let worker_log = nats.log().await?;
         tasks.push(env::start_worker(
-            &nats.url(),
+            &nats,
             host,
             worker_log,
             runtime.clone(),

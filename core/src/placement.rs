@@ -3,11 +3,12 @@
 //! hosts; both decide with this function and store the result as a new command.
 //!
 //! Rules: a replica whose host is still live stays where it is (no needless moves); every other
-//! replica goes to the live host with the fewest replicas of this gateway, then the fewest
-//! containers overall, then an order of hosts that differs per gateway (a hash of gateway and
-//! host) — which spreads a gateway within ±1 across hosts when capacity allows, and spreads a
-//! burst of gateways over all hosts even while the hosts' container counts are not yet updated. A host at its `max_containers` takes no more; a replica no host can
-//! take stays unplaced (`""`) until one can.
+//! replica goes to one of the live hosts with the fewest replicas of this gateway — of two of
+//! them picked by a hash of gateway, replica and host, the one with fewer containers (the power
+//! of two choices). That spreads a gateway within ±1 across hosts when capacity allows, favours
+//! emptier hosts, and spreads a burst of gateways over all hosts even while the hosts'
+//! container counts (from their heartbeats) lag it. A host at its `max_containers` takes no
+//! more; a replica no host can take stays unplaced (`""`) until one can.
 
 use crate::names::{GatewayKey, short_hash};
 use serde::{Deserialize, Serialize};
@@ -60,19 +61,40 @@ pub fn place(
         }
     }
     let mut added: BTreeMap<&str, u32> = BTreeMap::new();
-    for slot in placement.iter_mut().filter(|host| host.is_empty()) {
-        let choice = live
+    for (index, slot) in placement.iter_mut().enumerate() {
+        if !slot.is_empty() {
+            continue;
+        }
+        let load = |host: &HostInfo| {
+            host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0)
+        };
+        let eligible: Vec<&HostInfo> = live
             .values()
+            .copied()
             .filter(|host| {
-                let load = host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0);
-                host.engine_healthy && host.max_containers.is_none_or(|max| load < max)
+                host.engine_healthy && host.max_containers.is_none_or(|max| load(host) < max)
             })
-            .min_by_key(|host| {
-                let id = host.host_id.as_str();
-                let load = host.containers + added.get(id).copied().unwrap_or(0);
-                let order = short_hash(&[&gateway_key, id]);
-                (mine.get(id).copied().unwrap_or(0), load, order)
-            });
+            .collect();
+        let fewest = eligible
+            .iter()
+            .map(|host| mine.get(host.host_id.as_str()).copied().unwrap_or(0))
+            .min();
+        // Two candidates by hash among the hosts with the fewest replicas of this gateway,
+        // the less loaded of the two wins: loads from heartbeats lag a burst of creates, and
+        // comparing two hosts instead of all keeps every placer from piling onto the one host
+        // that looked emptiest (the power of two choices).
+        let slot_key = index.to_string();
+        let mut candidates: Vec<(&HostInfo, String)> = eligible
+            .into_iter()
+            .filter(|host| Some(mine.get(host.host_id.as_str()).copied().unwrap_or(0)) == fewest)
+            .map(|host| (host, short_hash(&[&gateway_key, &slot_key, &host.host_id])))
+            .collect();
+        candidates.sort_by(|a, b| a.1.cmp(&b.1));
+        let choice = candidates
+            .iter()
+            .take(2)
+            .min_by_key(|(host, order)| (load(host), order.clone()))
+            .map(|(host, _)| *host);
         if let Some(host) = choice {
             let id = host.host_id.as_str();
             *mine.entry(id).or_default() += 1;
@@ -177,6 +199,30 @@ mod tests {
                 .copied()
                 .collect::<Vec<_>>(),
             vec![2, 2]
+        );
+    }
+
+    #[test]
+    fn a_burst_with_stale_unequal_loads_does_not_pile_onto_the_emptiest_host() {
+        // Every placer sees the same stale loads during a burst: 0, 10, 20 … containers.
+        let hosts: Vec<_> = (0..20u32)
+            .map(|i| host(&format!("h{i:02}"), i * 10, None))
+            .collect();
+        let mut total: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..1000 {
+            let gateway = GatewayKey::new("ns", format!("gw{i}"));
+            for host in super::place(&gateway, 3, &[], &hosts) {
+                *total.entry(host).or_default() += 1;
+            }
+        }
+        let average = 3000 / 20;
+        assert!(
+            total.values().all(|n| *n <= average * 5 / 2),
+            "no host takes more than 2.5× its share: {total:?}"
+        );
+        assert!(
+            total.get("h00").copied().unwrap_or(0) > total.get("h19").copied().unwrap_or(0),
+            "the less loaded take more: {total:?}"
         );
     }
 

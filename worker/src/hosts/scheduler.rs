@@ -60,6 +60,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
     let mut last_scan: Option<Instant> = None;
     let mut liveness = Liveness::new(settings.host_timeout);
     let mut last_judgement = Judgement::Steady;
+    let mut unplaced = Unplaced::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -103,6 +104,18 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         if !records_whole {
             continue;
         }
+        // New gateways left to a placer that did not place them: anyone places them now.
+        let stale = unplaced.stale(&snapshot, now);
+        if !stale.is_empty() {
+            info!(
+                gateways = stale.len(),
+                "placing gateways their placer left unplaced"
+            );
+            let nothing_lost = BTreeSet::new();
+            if let Err(error) = scan(&store, &stale, &live, &nothing_lost, Mover::Anyone).await {
+                warn!(%error, "placing unplaced gateways failed; retrying");
+            }
+        }
         let lost: BTreeSet<String> = match &judgement {
             Judgement::Lost(lost) => lost.iter().cloned().collect(),
             _ => BTreeSet::new(),
@@ -139,6 +152,33 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
             }
             Err(error) => warn!(%error, "scheduling scan failed; retrying"),
         }
+    }
+}
+
+/// Since when each gateway has been seen with unplaced replicas; placed by anyone once that
+/// is longer than `PLACER_GRACE` (its placer is dead, slow, or sees other hosts).
+#[derive(Default)]
+struct Unplaced {
+    since: std::collections::HashMap<String, Instant>,
+}
+
+/// How long a new gateway is left to its placer (`placement::placer`).
+const PLACER_GRACE: Duration = Duration::from_secs(2);
+
+impl Unplaced {
+    fn stale(&mut self, records: &[Arc<GatewayRecord>], now: Instant) -> Vec<Arc<GatewayRecord>> {
+        let mut seen = std::collections::HashMap::new();
+        let mut stale = Vec::new();
+        for record in records.iter().filter(|record| record.intent.has_unplaced()) {
+            let key = record.key().kv_key();
+            let since = self.since.get(&key).copied().unwrap_or(now);
+            if now.saturating_duration_since(since) >= PLACER_GRACE {
+                stale.push(record.clone());
+            }
+            seen.insert(key, since);
+        }
+        self.since = seen;
+        stale
     }
 }
 
@@ -296,6 +336,28 @@ mod tests {
         };
         let placement = placement.iter().map(|host| host.to_string()).collect();
         GatewayRecord::apply_command(None, 1, &Command::create(spec, placement)).expect("record")
+    }
+
+    #[test]
+    fn a_gateway_unplaced_past_the_grace_is_anyones_to_place() {
+        let mut unplaced = Unplaced::default();
+        let start = Instant::now();
+        let records = vec![Arc::new(record(&["h1", ""])), Arc::new(record(&["h1"]))];
+        assert!(unplaced.stale(&records, start).is_empty());
+        assert!(
+            unplaced
+                .stale(&records, start + PLACER_GRACE / 2)
+                .is_empty()
+        );
+        let stale = unplaced.stale(&records, start + PLACER_GRACE);
+        assert_eq!(stale.len(), 1);
+        // Placed meanwhile: forgotten.
+        assert!(
+            unplaced
+                .stale(&records[1..], start + PLACER_GRACE * 2)
+                .is_empty()
+        );
+        assert!(unplaced.since.is_empty());
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub enum Triage {
     /// The index holds a newer command of the gateway: that command's delivery does the work.
     Superseded,
     /// A new gateway's replicas are unplaced and another host is the one to place them: its
-    /// placement arrives as a newer command. Handed back once, in case that host cannot.
+    /// placement arrives as a newer command (and should it not, any worker's scheduler places
+    /// what stayed unplaced too long).
     LeaveToPlacer,
     /// Nothing is placed here and nothing was reported here: done, unless the engine shows a
     /// container of the gateway here after all (the caller looks).
@@ -35,8 +36,8 @@ pub enum Triage {
     Reconcile,
 }
 
-/// Decides what the delivery of `delivered` (at `seq`, delivered for the `delivery`-th time)
-/// needs on host `me`, from the record the index holds (`None`: not indexed, or the index is
+/// Decides what the delivery of `delivered` (at `seq`, delivered for the `delivery`-th time:
+/// a redelivery is never left to another host) needs on host `me`, from the record the index holds (`None`: not indexed, or the index is
 /// not current) and the host that should place a new gateway's replicas (`placer`).
 pub fn triage(
     delivered: &Command,

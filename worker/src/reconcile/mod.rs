@@ -47,9 +47,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 const MAX_ROUNDS: usize = 4;
 /// How soon a rolling update that waits for another replica looks again.
 pub const ROLLOUT_POLL: Duration = Duration::from_millis(500);
-/// How long a host leaves a new gateway to the host that places it first
-/// (`placement::placer`) before it places it itself.
-const PLACER_FIRST: Duration = Duration::from_secs(1);
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,11 +162,11 @@ impl Reconciler {
                 debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "a newer command replaced this one");
                 Some(Outcome::Converged)
             }
+            // Its placement arrives as a newer command; should the placer not place it, the
+            // scheduler of any worker does (`hosts::scheduler`, unplaced for too long).
             drift::Triage::LeaveToPlacer => {
-                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, placer, "another host places this gateway first");
-                Some(Outcome::Requeue {
-                    after: PLACER_FIRST,
-                })
+                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, placer, "another host places this gateway");
+                Some(Outcome::Converged)
             }
             drift::Triage::NothingHereUnlessEngineSays => {
                 match worker.runtime.list_gateway(key).await {
