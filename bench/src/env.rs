@@ -73,10 +73,26 @@ impl Nats {
     pub async fn start_on(broker: Broker) -> anyhow::Result<Self> {
         match broker {
             Broker::Single => Self::start(Fsync::Default).await,
-            Broker::Cluster => Ok(Self {
-                servers: Servers::Cluster(NatsCluster::start(3).await),
-                _config: None,
-            }),
+            Broker::Cluster => {
+                let nats = Self {
+                    servers: Servers::Cluster(NatsCluster::start(3).await),
+                    _config: None,
+                };
+                // The first store opened creates the R3 streams, once the cluster has elected
+                // its JetStream leader.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    match nats.log().await {
+                        Ok(_) => break,
+                        Err(error) if tokio::time::Instant::now() < deadline => {
+                            eprintln!("waiting for the cluster's JetStream: {error:#}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(nats)
+            }
         }
     }
 

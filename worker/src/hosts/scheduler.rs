@@ -30,7 +30,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Gateways whose replicas one worker's scan moves at most; the rest are moved by the next
 /// scans, a second apart, so a mistaken judgement cannot move the whole fleet at once.
@@ -107,7 +107,8 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         // New gateways left to a placer that did not place them: anyone places them now.
         let stale = unplaced.stale(&snapshot, now);
         if !stale.is_empty() {
-            info!(
+            // Debug only: a replica no host can take stays unplaced, and is looked at every scan.
+            debug!(
                 gateways = stale.len(),
                 "placing gateways their placer left unplaced"
             );
