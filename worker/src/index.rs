@@ -149,12 +149,21 @@ pub async fn follow(store: Store, index: RecordIndex, stop: CancellationToken) {
             Err(error) => warn!(%error, "cannot watch the gateway records; retrying"),
         }
         index.current_since.send_replace(None);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !pause_before_reopening(&mut delay, &stop).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Waits `delay` before a broken watch is reopened, doubling it for the next time (at most
+/// 5 s); false when `stop` fired meanwhile.
+pub(crate) async fn pause_before_reopening(delay: &mut Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => return false,
+        _ = tokio::time::sleep(*delay) => {}
+    }
+    *delay = (*delay * 2).min(Duration::from_secs(5));
+    true
 }
 
 #[cfg(test)]

@@ -183,11 +183,9 @@ pub async fn follow(store: Store, view: HostsView, me: String, stop: Cancellatio
             Err(error) => warn!(%error, "cannot watch the hosts; retrying"),
         }
         view.set_whole(false);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !crate::index::pause_before_reopening(&mut delay, &stop).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -153,10 +153,21 @@ impl Reconciler {
     ) -> Option<Outcome> {
         let worker = &self.worker;
         let indexed = worker.records.get(key);
-        let live = crate::hosts::placing::live_with_self(&worker.host, worker.hosts.snapshot());
-        let placer = krane_core::placement::placer(key, &live);
+        // Who places a new gateway matters only while it has unplaced replicas.
+        let placer = delivered.has_unplaced().then(|| {
+            let live = crate::hosts::placing::live_with_self(&worker.host, worker.hosts.snapshot());
+            krane_core::placement::placer(key, &live).map(str::to_string)
+        });
+        let placer = placer.flatten();
         let me = worker.host.host_id.as_str();
-        match drift::triage(delivered, seq, delivery, indexed.as_deref(), me, placer) {
+        match drift::triage(
+            delivered,
+            seq,
+            delivery,
+            indexed.as_deref(),
+            me,
+            placer.as_deref(),
+        ) {
             drift::Triage::Reconcile => None,
             drift::Triage::Superseded => {
                 debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "a newer command replaced this one");
