@@ -1,7 +1,14 @@
 //! The projection: one `GatewayRecord` per gateway in the KV bucket, folded from the commands
 //! and events streams. It keeps the latest command (by stream sequence) and the latest event per
-//! replica (by stream sequence), so the result does not depend on the order in which writers
-//! apply them: live writes from the API and the workers, and a replay of both streams, agree.
+//! replica and host (by stream sequence), so the result does not depend on the order in which
+//! writers apply them: live writes from the API and the workers, and a replay of both streams,
+//! agree.
+//!
+//! A host that no longer holds a replica (its latest event says `Gone`) is dropped from the
+//! replica's observations and kept only as a *closed* pair: the `Gone`'s sequence, a few bytes,
+//! so that an older event of that pair folded late cannot bring it back. Closed pairs are
+//! bounded ([`MAX_CLOSED`] per record, the oldest forgotten first), so a record's size follows
+//! the replicas that exist, not every host that ever held one.
 //!
 //! GetGateway reads only this record; `instances` turns it into what callers see.
 
@@ -18,10 +25,23 @@ pub struct GatewayRecord {
     /// Sequence of `intent` on the commands stream; a command with a higher one replaces it.
     pub intent_seq: u64,
     pub intent: Command,
-    /// Latest observation of each replica on each host ever seen (replica → host → event),
-    /// including replicas no longer wanted and hosts no longer chosen.
+    /// Latest observation of each replica on each host that may still hold its container
+    /// (replica → host → event), including replicas no longer wanted and hosts no longer
+    /// chosen. Never a `Gone` one: those are in `closed`.
     pub replicas: BTreeMap<u32, BTreeMap<String, Observation>>,
+    /// Pairs whose latest event said `Gone` (replica → host → that event's sequence): an
+    /// event of the pair at or below it is old news. At most [`MAX_CLOSED`], the lowest
+    /// sequences forgotten first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub closed: BTreeMap<u32, BTreeMap<String, u64>>,
 }
+
+/// Closed (replica, host) pairs a record remembers. A forgotten one matters only if an event
+/// of that pair older than its `Gone` is folded after more than this many newer `Gone`s — a
+/// writer stalled between publishing and folding for that long; what it brings back is a
+/// host's stale word about a replica, which that host's next report (or the scheduler, for a
+/// lost host) closes again.
+pub const MAX_CLOSED: usize = 128;
 
 /// An event and its sequence on the events stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +98,7 @@ impl GatewayRecord {
                     intent_seq: seq,
                     intent: command.clone(),
                     replicas: BTreeMap::new(),
+                    closed: BTreeMap::new(),
                 })
             }
         }
@@ -87,18 +108,92 @@ impl GatewayRecord {
     /// record: a worker applies the command it acts on before it publishes any event.
     pub fn apply_event(record: Option<Self>, seq: u64, event: &InstanceObserved) -> Option<Self> {
         let mut record = record?;
-        let hosts = record.replicas.entry(event.replica).or_default();
-        let newer = hosts
-            .get(&event.host_id)
-            .is_none_or(|known| seq > known.seq);
-        if newer {
+        record.close_gone_observations();
+        let (replica, host) = (event.replica, &event.host_id);
+        let known = record
+            .replicas
+            .get(&replica)
+            .and_then(|hosts| hosts.get(host))
+            .map(|observation| observation.seq)
+            .or_else(|| record.closed.get(&replica)?.get(host).copied());
+        if known.is_some_and(|known| seq <= known) {
+            return Some(record);
+        }
+        if event.state == ObservedState::Gone {
+            record.forget_observation(replica, host);
+            record.close(replica, host.clone(), seq);
+        } else {
+            record.reopen(replica, host);
             let observation = Observation {
                 seq,
                 event: event.clone(),
             };
-            hosts.insert(event.host_id.clone(), observation);
+            record
+                .replicas
+                .entry(replica)
+                .or_default()
+                .insert(host.clone(), observation);
         }
         Some(record)
+    }
+
+    /// Records written before closed pairs existed kept `Gone` observations among the others:
+    /// they become closed pairs.
+    fn close_gone_observations(&mut self) {
+        let gone: Vec<(u32, String, u64)> = self
+            .replicas
+            .iter()
+            .flat_map(|(replica, hosts)| {
+                hosts
+                    .iter()
+                    .filter(|(_, seen)| seen.event.state == ObservedState::Gone)
+                    .map(|(host, seen)| (*replica, host.clone(), seen.seq))
+            })
+            .collect();
+        for (replica, host, seq) in gone {
+            self.forget_observation(replica, &host);
+            self.close(replica, host, seq);
+        }
+    }
+
+    fn forget_observation(&mut self, replica: u32, host: &str) {
+        if let Some(hosts) = self.replicas.get_mut(&replica) {
+            hosts.remove(host);
+            if hosts.is_empty() {
+                self.replicas.remove(&replica);
+            }
+        }
+    }
+
+    fn reopen(&mut self, replica: u32, host: &str) {
+        if let Some(hosts) = self.closed.get_mut(&replica) {
+            hosts.remove(host);
+            if hosts.is_empty() {
+                self.closed.remove(&replica);
+            }
+        }
+    }
+
+    /// Closes the pair at `seq`, then forgets the oldest closed pairs beyond [`MAX_CLOSED`].
+    fn close(&mut self, replica: u32, host: String, seq: u64) {
+        self.closed.entry(replica).or_default().insert(host, seq);
+        let count: usize = self.closed.values().map(BTreeMap::len).sum();
+        if count <= MAX_CLOSED {
+            return;
+        }
+        let mut by_age: Vec<(u64, u32, String)> = self
+            .closed
+            .iter()
+            .flat_map(|(replica, hosts)| {
+                hosts
+                    .iter()
+                    .map(|(host, seq)| (*seq, *replica, host.clone()))
+            })
+            .collect();
+        by_age.sort();
+        for (_, replica, host) in by_age.into_iter().take(count - MAX_CLOSED) {
+            self.reopen(replica, &host);
+        }
     }
 
     /// The last observation of `replica` on `host_id`, if any.
@@ -535,5 +630,100 @@ mod tests {
         assert!(!record.clone().expect("record").is_gone());
         record = GatewayRecord::apply_event(record, 4, &seen_on(0, "b", ObservedState::Gone, ""));
         assert!(record.expect("record").is_gone());
+    }
+
+    #[test]
+    fn a_host_that_no_longer_holds_a_replica_is_dropped_from_the_record() {
+        let spec = spec(1, "img:1");
+        let template = spec.template();
+        let mut record =
+            GatewayRecord::apply_command(None, 1, &Command::create(spec.clone(), vec!["a".into()]));
+        record = GatewayRecord::apply_event(
+            record,
+            1,
+            &seen_on(0, "a", ObservedState::Running, &template),
+        );
+        record = GatewayRecord::apply_command(record, 2, &Command::create(spec, vec!["b".into()]));
+        record = GatewayRecord::apply_event(
+            record,
+            2,
+            &seen_on(0, "b", ObservedState::Running, &template),
+        );
+        record = GatewayRecord::apply_event(record, 3, &seen_on(0, "a", ObservedState::Gone, ""));
+        let record = record.expect("record");
+        let hosts: Vec<&String> = record.replicas[&0].keys().collect();
+        assert_eq!(hosts, vec!["b"], "only the host that holds it");
+        assert_eq!(record.closed[&0].get("a"), Some(&3));
+        assert_eq!(record.instances()[0].status, InstanceStatus::Running);
+    }
+
+    #[test]
+    fn an_older_event_of_a_closed_pair_folded_late_changes_nothing() {
+        let template = spec(1, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(1));
+        record = GatewayRecord::apply_event(record, 5, &seen(0, ObservedState::Gone, ""));
+        let closed = record.clone();
+        record = GatewayRecord::apply_event(record, 4, &seen(0, ObservedState::Running, &template));
+        assert_eq!(record, closed);
+        // A newer event reopens the pair.
+        record = GatewayRecord::apply_event(record, 6, &seen(0, ObservedState::Running, &template));
+        let record = record.expect("record");
+        assert!(record.closed.is_empty());
+        assert_eq!(record.instances()[0].status, InstanceStatus::Running);
+    }
+
+    #[test]
+    fn closed_pairs_are_bounded_and_the_oldest_forgotten_first() {
+        let template = spec(1, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(1));
+        let hosts = MAX_CLOSED as u64 + 40;
+        for n in 0..hosts {
+            let host = format!("h{n}");
+            let running = seen_on(0, &host, ObservedState::Running, &template);
+            record = GatewayRecord::apply_event(record, 2 * n + 1, &running);
+            record = GatewayRecord::apply_event(
+                record,
+                2 * n + 2,
+                &seen_on(0, &host, ObservedState::Gone, ""),
+            );
+        }
+        let record = record.expect("record");
+        assert!(record.replicas.is_empty(), "no host holds the replica");
+        let closed: Vec<u64> = record
+            .closed
+            .values()
+            .flat_map(|h| h.values().copied())
+            .collect();
+        assert_eq!(closed.len(), MAX_CLOSED);
+        assert_eq!(
+            closed.iter().min(),
+            Some(&(2 * 40 + 2)),
+            "the 40 oldest forgotten"
+        );
+        let bytes = crate::codec::encode(&record).expect("encodes");
+        assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn a_record_stored_with_gone_observations_closes_them_on_the_next_fold() {
+        let template = spec(2, "img:1").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(2)).expect("record");
+        let gone = Observation {
+            seq: 3,
+            event: seen(0, ObservedState::Gone, ""),
+        };
+        record
+            .replicas
+            .entry(0)
+            .or_default()
+            .insert("h1".into(), gone);
+        let record = GatewayRecord::apply_event(
+            Some(record),
+            4,
+            &seen(1, ObservedState::Running, &template),
+        )
+        .expect("record");
+        assert!(!record.replicas.contains_key(&0));
+        assert_eq!(record.closed[&0].get("h1"), Some(&3));
     }
 }

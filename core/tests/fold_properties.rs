@@ -116,6 +116,19 @@ proptest! {
     }
 
     #[test]
+    fn only_hosts_that_may_hold_a_container_stay_observed(log in log()) {
+        if let Some(record) = fold(&log) {
+            for (replica, hosts) in &record.replicas {
+                for (host, seen) in hosts {
+                    prop_assert_ne!(seen.event.state, ObservedState::Gone);
+                    let closed = record.closed.get(replica).and_then(|h| h.get(host));
+                    prop_assert!(closed.is_none(), "{replica} on {host} both observed and closed");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn folding_a_message_twice_changes_nothing(log in log(), again in any::<prop::sample::Index>()) {
         let once = fold(&log);
         let mut twice = log.clone();
