@@ -17,9 +17,13 @@ pub(super) struct CurrentIntent {
 }
 
 impl Reconciler {
+    /// Reads the latest command and makes sure the record holds it. `known` is the record as
+    /// this reconcile last wrote it, if it wrote one: folding onto it saves a read when the
+    /// command is in it already (a conflict on writing reads again).
     pub(super) async fn current_intent(
         &self,
         key: &GatewayKey,
+        known: Option<StoredRecord>,
     ) -> Result<CurrentIntent, ReconcileError> {
         let worker = &self.worker;
         match worker.store.latest_command(key).await? {
@@ -32,7 +36,7 @@ impl Reconciler {
                     None => {
                         worker
                             .store
-                            .project_command(placed.seq, &placed.command)
+                            .project_command_onto(known, placed.seq, &placed.command)
                             .await?
                     }
                 };

@@ -1,7 +1,8 @@
 //! What one worker remembers between reconciles, in memory only (losing it costs at most a
-//! redundant reconcile): a lock per gateway, the command each gateway last converged at, and
-//! since when a rolling update has been waiting for its turn.
+//! redundant reconcile): a lock per gateway, the command each gateway last converged at (and
+//! this host's share of it), and since when a rolling update has been waiting for its turn.
 
+use super::plan::Desired;
 use krane_core::names::GatewayKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,29 +28,37 @@ impl GatewayLocks {
     }
 }
 
-/// Per gateway, the sequence of the command its last reconcile here converged at.
+/// Where a gateway's last reconcile here converged: the command's sequence and what that
+/// command asked of this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converged {
+    pub seq: u64,
+    pub share: Desired,
+}
+
+/// Per gateway, where its last reconcile here converged.
 #[derive(Default)]
 pub struct ConvergedAt {
-    seqs: Mutex<HashMap<GatewayKey, u64>>,
+    converged: Mutex<HashMap<GatewayKey, Converged>>,
 }
 
 impl ConvergedAt {
-    pub fn get(&self, key: &GatewayKey) -> Option<u64> {
-        self.seqs.lock().ok()?.get(key).copied()
+    pub fn get(&self, key: &GatewayKey) -> Option<Converged> {
+        self.converged.lock().ok()?.get(key).cloned()
     }
 
-    pub fn set(&self, key: &GatewayKey, seq: u64) {
-        if let Ok(mut seqs) = self.seqs.lock() {
-            if seqs.len() >= MAX_GATEWAYS {
-                seqs.clear();
+    pub fn set(&self, key: &GatewayKey, converged: Converged) {
+        if let Ok(mut map) = self.converged.lock() {
+            if map.len() >= MAX_GATEWAYS {
+                map.clear();
             }
-            seqs.insert(key.clone(), seq);
+            map.insert(key.clone(), converged);
         }
     }
 
     pub fn forget(&self, key: &GatewayKey) {
-        if let Ok(mut seqs) = self.seqs.lock() {
-            seqs.remove(key);
+        if let Ok(mut map) = self.converged.lock() {
+            map.remove(key);
         }
     }
 }

@@ -34,7 +34,7 @@ use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::StoreError;
-use memory::{ConvergedAt, GatewayLocks, RolloutWaits};
+use memory::{Converged, ConvergedAt, GatewayLocks, RolloutWaits};
 use plan::{Action, Desired};
 use report::failures_to_report;
 use std::collections::BTreeMap;
@@ -118,9 +118,10 @@ impl Reconciler {
     /// As [`Self::reconcile`], for the delivery of `delivered`, the command at `seq`, for the
     /// `delivery`-th time. When a reconcile here already converged at that command or a later
     /// one (a redelivery, or the placement this worker published itself), there is nothing
-    /// left for this delivery to do; nor when [`drift::triage`] finds, from memory, that the
-    /// command asks nothing of this host. Drift after that is the business of engine events
-    /// and resync, which call `reconcile`.
+    /// left for this delivery to do; nor when it converged at an earlier command that asked
+    /// the same of this host (a replica of the gateway moved between two other hosts); nor
+    /// when [`drift::triage`] finds, from memory, that the command asks nothing of this host.
+    /// Drift after that is the business of engine events and resync, which call `reconcile`.
     pub async fn reconcile_command(
         &self,
         key: &GatewayKey,
@@ -130,9 +131,17 @@ impl Reconciler {
     ) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
-        if seq > 0 && self.converged_at.get(key).is_some_and(|at| at >= seq) {
-            debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "already converged at this command or a later one");
-            return Ok(Outcome::Converged);
+        if let Some(converged) = self.converged_at.get(key) {
+            if seq > 0 && converged.seq >= seq {
+                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "already converged at this command or a later one");
+                return Ok(Outcome::Converged);
+            }
+            let share = Desired::for_host(Some(delivered), &self.worker.host.host_id);
+            if seq > converged.seq && !delivered.has_unplaced() && share == converged.share {
+                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "asks of this host what it converged at already");
+                self.converged_at.set(key, Converged { seq, share });
+                return Ok(Outcome::Converged);
+            }
         }
         if let Some(outcome) = self
             .settled_from_memory(key, seq, delivered, delivery)
@@ -200,8 +209,10 @@ impl Reconciler {
         );
         let started = Instant::now();
         let result = self.reconcile_rounds(key).instrument(span.clone()).await;
-        match &result {
-            Ok((Outcome::Converged, seq)) => self.converged_at.set(key, *seq),
+        match result {
+            Ok((Outcome::Converged, ref converged)) => {
+                self.converged_at.set(key, converged.clone())
+            }
             _ => self.converged_at.forget(key),
         }
         if !matches!(result, Ok((Outcome::Requeue { .. }, _))) {
@@ -218,17 +229,28 @@ impl Reconciler {
     }
 
     /// Plan/act rounds until nothing is left to do; returns how the reconcile ended and the
-    /// command it last worked from.
-    async fn reconcile_rounds(&self, key: &GatewayKey) -> Result<(Outcome, u64), ReconcileError> {
+    /// command it last worked from, with this host's share of it.
+    async fn reconcile_rounds(
+        &self,
+        key: &GatewayKey,
+    ) -> Result<(Outcome, Converged), ReconcileError> {
         let runtime = &self.worker.runtime;
+        // The record as this reconcile last wrote it: later rounds start from it.
+        let mut written = None;
         for round in 0..MAX_ROUNDS {
-            // Read afresh every round: gating a rolling update needs the other hosts' reports.
+            // The latest command, read afresh every round; the record is read afresh in the
+            // first round (gating a rolling update needs the other hosts' reports), and later
+            // rounds see it as of this reconcile's own last write.
             let intent::CurrentIntent {
                 seq,
                 desired,
                 stored,
-            } = self.current_intent(key).await?;
-            let ended = |outcome| Ok((outcome, seq));
+            } = self.current_intent(key, written.take()).await?;
+            let worked_from = Converged {
+                seq,
+                share: desired.clone(),
+            };
+            let ended = |outcome| Ok((outcome, worked_from));
             let observed = match runtime.list_gateway(key).await {
                 Ok(observed) => observed,
                 Err(error) => {
@@ -263,11 +285,13 @@ impl Reconciler {
                     return ended(self.report_failure(key, &desired, stored, &error).await?);
                 }
             };
-            // Other hosts may have reported meanwhile (rolling updates read their replicas).
-            let stored = self.worker.store.load_record(key).await?;
+            // Only this host reports its replicas, so what is news is judged from the record
+            // as announced; should others have written it meanwhile, the fold reads it again.
             let failed = failures_to_report(&failures);
-            self.report(key, &desired, stored, &observed, &failed)
-                .await?;
+            written = Some(
+                self.report(key, &desired, stored, &observed, &failed)
+                    .await?,
+            );
             if let Some((_, error)) = failures.iter().next() {
                 let permanent = failures.values().all(|error| error.is_permanent());
                 return ended(Outcome::Failed {
@@ -282,7 +306,10 @@ impl Reconciler {
                 reason: format!("did not settle within {MAX_ROUNDS} rounds"),
                 permanent: false,
             },
-            0,
+            Converged {
+                seq: 0,
+                share: Desired::nothing(),
+            },
         ))
     }
 
@@ -345,7 +372,7 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
-        let intent = self.current_intent(key).await?;
+        let intent = self.current_intent(key, None).await?;
         if intent.desired.spec.as_ref() != handled.spec() {
             debug!("the intent changed meanwhile; not reporting an older failure");
             return Ok(());

@@ -208,7 +208,8 @@ impl Reconciler {
             .await
     }
 
-    /// Publishes what changed since `stored` and folds it into the record.
+    /// Publishes what changed since `stored` and folds it into the record; returns the record
+    /// as stored afterwards.
     pub(super) async fn report(
         &self,
         key: &GatewayKey,
@@ -216,7 +217,7 @@ impl Reconciler {
         stored: StoredRecord,
         observed: &[ObservedContainer],
         failures: &BTreeMap<u32, FailedReplica>,
-    ) -> Result<(), super::ReconcileError> {
+    ) -> Result<StoredRecord, super::ReconcileError> {
         let facts = observations(
             key,
             desired,
@@ -225,8 +226,7 @@ impl Reconciler {
             failures,
             &self.worker.host,
         );
-        self.publish(key, stored, facts).await?;
-        Ok(())
+        self.publish(key, stored, facts).await
     }
 
     /// Reports only the replicas in `failures`: used when the engine could not be listed, so

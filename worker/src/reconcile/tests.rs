@@ -54,8 +54,9 @@ impl Setup {
         Reconciler::new(worker, 4, rollout_timeout)
     }
 
-    /// Stores a command as the API does (publish, then fold into the record).
-    async fn command(&self, command: &Command) {
+    /// Stores a command as the API does (publish, then fold into the record); returns its
+    /// sequence.
+    async fn command(&self, command: &Command) -> u64 {
         // Every publish is another decision: another message id.
         static SEEN_REVISION: AtomicU64 = AtomicU64::new(1);
         let revision = SEEN_REVISION.fetch_add(1, Ordering::Relaxed);
@@ -68,6 +69,7 @@ impl Setup {
             .project_command(seq, command)
             .await
             .expect("projected");
+        seq
     }
 
     /// Another host's report about one replica.
@@ -388,4 +390,30 @@ async fn a_subject_without_a_readable_command_is_left_alone() {
         1,
         "nothing removed on a guess"
     );
+}
+
+#[tokio::test]
+async fn a_command_asking_of_this_host_what_it_converged_at_needs_no_reconcile() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let spec = spec(2, "img:1");
+    let first = Command::create(spec.clone(), vec!["h1".into(), "h2".into()]);
+    let seq = setup.command(&first).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &first, 1).await;
+    assert_eq!(outcome.expect("reconciled"), Outcome::Converged);
+    // Replica 1 moves from h2 to h3; replica 0 stays here with the same spec. The engine is
+    // down, so a reconcile could not converge: this one is answered from memory.
+    setup.runtime.set_down(true);
+    let moved = Command::create(spec, vec!["h1".into(), "h3".into()]);
+    let seq = setup.command(&moved).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &moved, 1).await;
+    assert_eq!(outcome.expect("settled"), Outcome::Converged);
+    // A new spec asks something else of this host: that one reconciles (and meets the outage).
+    let updated = Command::create(
+        super::fixtures::spec(2, "img:2"),
+        vec!["h1".into(), "h3".into()],
+    );
+    let seq = setup.command(&updated).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &updated, 1).await;
+    assert!(!matches!(outcome, Ok(Outcome::Converged)), "{outcome:?}");
 }
