@@ -3,6 +3,10 @@
 //! and the resync scan it instead of reading every record from NATS, so what a worker reads
 //! follows what changes, not how many gateways were ever created.
 //!
+//! Besides the records it keeps, updated with each change, what the scheduler asks every
+//! second: the hosts the records name and the gateways with unplaced replicas, so that asking
+//! costs the hosts and the unplaced gateways, not every record.
+//!
 //! The index serves scans only. Every write decision taken from it is still checked against
 //! the log (a placement is stored only if the gateway's latest command is the one the record
 //! shows; a reconcile reads the latest command itself), so a lagging index costs a retry,
@@ -12,17 +16,68 @@ use futures::StreamExt;
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
 use krane_store::{BucketChange, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// The records by KV key, with what is derived from them.
+#[derive(Default)]
+struct Records {
+    by_key: BTreeMap<String, Arc<GatewayRecord>>,
+    /// How many records name each host (placing a replica there, or reporting one there).
+    named: BTreeMap<String, usize>,
+    /// The keys of the records whose latest command has unplaced replicas.
+    unplaced: BTreeSet<String>,
+}
+
+impl Records {
+    fn put(&mut self, key: String, record: Arc<GatewayRecord>) {
+        self.remove(&key);
+        for host in hosts_named_by(&record) {
+            *self.named.entry(host.to_string()).or_default() += 1;
+        }
+        if record.intent.has_unplaced() {
+            self.unplaced.insert(key.clone());
+        }
+        self.by_key.insert(key, record);
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(record) = self.by_key.remove(key) else {
+            return;
+        };
+        for host in hosts_named_by(&record) {
+            if let Some(count) = self.named.get_mut(host) {
+                *count -= 1;
+                if *count == 0 {
+                    self.named.remove(host);
+                }
+            }
+        }
+        self.unplaced.remove(key);
+    }
+}
+
+/// The hosts a record names, each once: where its replicas are placed and where instances
+/// were reported (and not closed).
+fn hosts_named_by(record: &GatewayRecord) -> BTreeSet<&str> {
+    record
+        .intent
+        .placement()
+        .iter()
+        .map(String::as_str)
+        .chain(record.live_observations().map(|seen| seen.host_id.as_str()))
+        .filter(|host| !host.is_empty())
+        .collect()
+}
+
 /// The records by KV key, and whether they are current.
 #[derive(Clone)]
 pub struct RecordIndex {
-    records: Arc<RwLock<BTreeMap<String, Arc<GatewayRecord>>>>,
+    records: Arc<RwLock<Records>>,
     /// Since when the index has followed the bucket without a break; `None` before the
     /// initial state arrived and while the watch is broken.
     current_since: watch::Sender<Option<Instant>>,
@@ -42,7 +97,29 @@ impl RecordIndex {
     pub fn records(&self) -> Vec<Arc<GatewayRecord>> {
         self.records
             .read()
-            .map(|records| records.values().cloned().collect())
+            .map(|records| records.by_key.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every host some record names (places a replica on, or has an instance reported by).
+    pub fn named_hosts(&self) -> Vec<String> {
+        self.records
+            .read()
+            .map(|records| records.named.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The records whose latest command has unplaced replicas, ordered by key.
+    pub fn unplaced(&self) -> Vec<Arc<GatewayRecord>> {
+        self.records
+            .read()
+            .map(|records| {
+                records
+                    .unplaced
+                    .iter()
+                    .filter_map(|key| records.by_key.get(key).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -52,7 +129,7 @@ impl RecordIndex {
         if !self.is_current() {
             return None;
         }
-        self.records.read().ok()?.get(&key.kv_key()).cloned()
+        self.records.read().ok()?.by_key.get(&key.kv_key()).cloned()
     }
 
     /// True while the index follows the bucket (its initial state is in, the watch unbroken).
@@ -69,7 +146,7 @@ impl RecordIndex {
         }
     }
 
-    fn replace_all(&self, records: BTreeMap<String, Arc<GatewayRecord>>) {
+    fn replace_all(&self, records: Records) {
         if let Ok(mut current) = self.records.write() {
             *current = records;
         }
@@ -82,17 +159,10 @@ impl RecordIndex {
     }
 }
 
-fn apply_to(
-    records: &mut BTreeMap<String, Arc<GatewayRecord>>,
-    change: BucketChange<GatewayRecord>,
-) {
+fn apply_to(records: &mut Records, change: BucketChange<GatewayRecord>) {
     match change {
-        BucketChange::Put { key, value, .. } => {
-            records.insert(key, Arc::new(value));
-        }
-        BucketChange::Removed { key } => {
-            records.remove(&key);
-        }
+        BucketChange::Put { key, value, .. } => records.put(key, Arc::new(value)),
+        BucketChange::Removed { key } => records.remove(&key),
         BucketChange::Current => {}
     }
 }
@@ -111,8 +181,7 @@ pub async fn follow(store: Store, index: RecordIndex, stop: CancellationToken) {
         match opened {
             Ok(changes) => {
                 let mut changes = std::pin::pin!(changes);
-                let mut initial: Option<BTreeMap<String, Arc<GatewayRecord>>> =
-                    Some(BTreeMap::new());
+                let mut initial = Some(Records::default());
                 loop {
                     let change = tokio::select! {
                         _ = stop.cancelled() => return,
@@ -121,7 +190,7 @@ pub async fn follow(store: Store, index: RecordIndex, stop: CancellationToken) {
                     match change {
                         Some(Ok(BucketChange::Current)) => {
                             if let Some(records) = initial.take() {
-                                let count = records.len();
+                                let count = records.by_key.len();
                                 index.replace_all(records);
                                 index.current_since.send_replace(Some(Instant::now()));
                                 info!(
@@ -202,6 +271,39 @@ mod tests {
             .iter()
             .map(|record| record.gateway_id.clone())
             .collect()
+    }
+
+    fn placed(gateway: &str, hosts: &[&str]) -> GatewayRecord {
+        let Command::Create { spec, .. } = create(gateway) else {
+            unreachable!("create() makes a Create")
+        };
+        let spec = GatewaySpec {
+            replicas: u32::try_from(hosts.len()).unwrap_or(0),
+            ..spec
+        };
+        let placement = hosts.iter().map(|host| host.to_string()).collect();
+        GatewayRecord::apply_command(None, 1, &Command::create(spec, placement)).expect("record")
+    }
+
+    #[test]
+    fn named_hosts_and_unplaced_gateways_follow_every_put_and_removal() {
+        let mut records = Records::default();
+        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h2"])));
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])));
+        let named: Vec<&String> = records.named.keys().collect();
+        assert_eq!(named, ["h1", "h2"]);
+        assert_eq!(records.named["h2"], 2);
+        assert_eq!(records.unplaced, BTreeSet::from(["ns.b".to_string()]));
+        // b is placed: no longer unplaced; a moves off h1.
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", "h3"])));
+        records.put("ns.a".into(), Arc::new(placed("a", &["h3", "h2"])));
+        let named: Vec<&String> = records.named.keys().collect();
+        assert_eq!(named, ["h2", "h3"]);
+        assert!(records.unplaced.is_empty());
+        records.remove("ns.a");
+        records.remove("ns.b");
+        records.remove("ns.b");
+        assert!(records.named.is_empty() && records.by_key.is_empty());
     }
 
     #[tokio::test]

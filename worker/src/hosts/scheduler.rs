@@ -9,7 +9,8 @@
 //!   of replicas now placed elsewhere.
 //!
 //! The loop scans the records of the [`RecordIndex`] (memory, kept by a watch; no NATS reads)
-//! when the live hosts or the lost ones change and every `full_scan`; a worker also places a
+//! when the live hosts or the lost ones change and every `full_scan`; every second it asks the
+//! index only for the hosts the records name and the gateways left unplaced; a worker also places a
 //! gateway inline when it handles its command. Which missing hosts count as lost is
 //! [`liveness`](super::liveness)'s call: none right after a reconnect or while a view is
 //! incomplete, none when more than half look lost; only hosts judged lost lose replicas, and
@@ -76,12 +77,11 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
             .map(|since| now.saturating_duration_since(since))
             .zip(store.connected_for())
             .map(|(reading, connected)| reading.min(connected));
-        let snapshot = records.records();
         let heard = hosts.last_heard();
         liveness.heard(heard.iter().map(|(host, at)| (host.as_str(), *at)));
         // This worker is alive, whatever its last heartbeat says.
         liveness.heard([(me.host_id.as_str(), now)]);
-        liveness.learn(named_hosts(&snapshot), now);
+        liveness.learn(records.named_hosts().iter().map(String::as_str), now);
         let live = live_with_self(&me, hosts.snapshot());
         let ids: BTreeSet<String> = live.iter().map(|host| host.host_id.clone()).collect();
         let judgement = liveness.judge(now, reading_well_for);
@@ -105,7 +105,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
             continue;
         }
         // New gateways left to a placer that did not place them: anyone places them now.
-        let stale = unplaced.stale(&snapshot, now);
+        let stale = unplaced.stale(&records.unplaced(), now);
         if !stale.is_empty() {
             // Debug only: a replica no host can take stays unplaced, and is looked at every scan.
             debug!(
@@ -139,7 +139,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         } else {
             Mover::OnlyIfMine(&me.host_id)
         };
-        match scan(&store, &snapshot, &live, &state.1, mover).await {
+        match scan(&store, &records.records(), &live, &state.1, mover).await {
             Ok(Scanned::Complete) => {
                 last_scanned = Some(state);
                 last_scan = Some(Instant::now());
@@ -181,17 +181,6 @@ impl Unplaced {
         self.since = seen;
         stale
     }
-}
-
-/// Every host the records name: where replicas are placed and where instances were reported
-/// (and not closed).
-fn named_hosts(records: &[Arc<GatewayRecord>]) -> BTreeSet<&str> {
-    let mut named = BTreeSet::new();
-    for record in records {
-        named.extend(record.intent.placement().iter().map(String::as_str));
-        named.extend(record.live_observations().map(|seen| seen.host_id.as_str()));
-    }
-    named
 }
 
 /// How often and how patiently the scheduler looks.
