@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # build-images.sh: builds krane's static binaries and its FROM-scratch Docker images
 # (nothing is pulled). Usage: scripts/build-images.sh [nats] [api] [worker] [test-gateway]
-# No argument builds all four. Images: krane-<name>:dev. Each image is built from a
-# small staging directory holding only its binary (and config), not the repo.
+# No argument builds all four. Images: krane-<name>:dev; test-gateway also gets the
+# tags :slow, :exits, :refuses and :healthy (stages of docker/Dockerfile.test-gateway,
+# all from the same binary). Each image is built from a small staging directory
+# holding only its binary (and config), not the repo.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,17 +46,29 @@ assert_static() { # $1: binary
   exit 1
 }
 
+# Tags of an image; for test-gateway each is also the Dockerfile stage it is built from.
+image_tags() { # $1: image name
+  case "$1" in
+    test-gateway) echo "dev slow exits refuses healthy" ;;
+    *) echo "dev" ;;
+  esac
+}
+
 build_image() { # $1: image name; files already staged in $STAGE/$1
-  local ctx="$STAGE/$1"
+  local ctx="$STAGE/$1" tag out
+  local -a target
   cp "$ROOT/docker/Dockerfile.$1" "$ctx/Dockerfile"
-  echo "==> building image krane-$1:dev"
-  local out
-  if ! out="$(docker build --tag "krane-$1:dev" "$ctx" 2>&1)"; then
-    echo "$out" >&2
-    echo "error: docker build of krane-$1:dev failed" >&2
-    exit 1
-  fi
-  echo "    krane-$1:dev $(docker image ls --format '{{.Size}}' "krane-$1:dev")"
+  for tag in $(image_tags "$1"); do
+    target=()
+    if [[ "$1" == test-gateway ]]; then target=(--target "$tag"); fi
+    echo "==> building image krane-$1:$tag"
+    if ! out="$(docker build "${target[@]}" --tag "krane-$1:$tag" "$ctx" 2>&1)"; then
+      echo "$out" >&2
+      echo "error: docker build of krane-$1:$tag failed" >&2
+      exit 1
+    fi
+    echo "    krane-$1:$tag $(docker image ls --format '{{.Size}}' "krane-$1:$tag")"
+  done
 }
 
 if [[ ${#packages[@]} -gt 0 ]]; then
@@ -81,4 +95,8 @@ for img in "${images[@]}"; do
   fi
   build_image "$img"
 done
-echo "==> done: ${images[*]}"
+built=()
+for img in "${images[@]}"; do
+  for tag in $(image_tags "$img"); do built+=("krane-$img:$tag"); done
+done
+echo "==> done: ${built[*]}"

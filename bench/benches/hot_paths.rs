@@ -41,6 +41,7 @@ fn running(spec: &GatewaySpec, replica: u32) -> ObservedContainer {
         template: spec.template(),
         state: ContainerState::Running,
         host_port: Some(30000 + replica as u16),
+        readiness: krane_worker::runtime::Readiness::Ready,
     }
 }
 

@@ -29,6 +29,14 @@ pub async fn require_test_image() {
         });
 }
 
+/// Fails the test unless `image` (a tag of the test gateway built by `scripts/build-images.sh`)
+/// is present.
+pub async fn require_image(image: &str) {
+    engine().await.inspect_image(image).await.unwrap_or_else(|error| {
+        panic!("image {image} missing ({error}); build it with scripts/build-images.sh test-gateway")
+    });
+}
+
 /// Containers (running or not) carrying every `label=value` given.
 pub async fn containers_with(labels: &[(&str, &str)]) -> Vec<ContainerSummary> {
     let filters = labels

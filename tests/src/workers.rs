@@ -38,7 +38,8 @@ impl HostWorker {
             Duration::from_secs(20),
         )
         .await
-        .unwrap_or_else(|error| panic!("engine {docker_host} for {host_id}: {error}"));
+        .unwrap_or_else(|error| panic!("engine {docker_host} for {host_id}: {error}"))
+        .with_probe(config.probe(), config.probe_interval);
         let stop = CancellationToken::new();
         let log = krane.store.clone();
         let token = stop.clone();

@@ -80,6 +80,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_PULL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub pull_timeout: Duration,
 
+    /// Where this worker reaches the ports its containers publish, to probe whether they
+    /// serve (containers without a health check are RUNNING only once theirs answers).
+    /// Default: the advertise host. A worker in a container needs the engine host's address
+    /// on its network (e.g. `host.docker.internal` with `host-gateway`).
+    #[arg(long, env = "KRANE_PROBE_HOST")]
+    pub probe_host: Option<String>,
+
+    /// How often the published ports of running containers are probed.
+    #[arg(long, env = "KRANE_PROBE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub probe_interval: Duration,
+
     /// Registry user for pulling missing images.
     #[arg(long, env = "KRANE_REGISTRY_USERNAME")]
     pub registry_username: Option<String>,
@@ -132,6 +143,17 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 }
 
 impl WorkerConfig {
+    /// The probe of published ports (see `--probe-host`).
+    pub fn probe(&self) -> crate::runtime::readiness::TcpProbe {
+        crate::runtime::readiness::TcpProbe {
+            host: self
+                .probe_host
+                .clone()
+                .unwrap_or_else(|| self.advertise_host.clone()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
     /// The host id, made a safe token (`[a-zA-Z0-9_-]`): it names subjects and KV keys.
     pub fn host_id(&self) -> String {
         let raw = self

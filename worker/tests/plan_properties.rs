@@ -75,6 +75,7 @@ fn observed() -> impl Strategy<Value = Vec<ObservedContainer>> {
                 },
                 state,
                 host_port,
+                readiness: krane_worker::runtime::Readiness::Ready,
             },
         );
     // An engine has one container per name.
@@ -104,6 +105,7 @@ fn apply(
         template: desired.template(),
         state: ContainerState::Running,
         host_port: Some(31000),
+        readiness: krane_worker::runtime::Readiness::Ready,
     };
     for action in actions {
         match action {

@@ -126,6 +126,7 @@ mod tests {
             template: spec.template(),
             state,
             host_port: Some(30000 + u16::try_from(replica).unwrap_or(0)),
+            readiness: crate::runtime::Readiness::Ready,
         }
     }
 

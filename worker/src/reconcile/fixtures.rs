@@ -32,6 +32,7 @@ pub fn container(replica: u32, template: &str, state: ContainerState) -> Observe
         template: template.into(),
         state,
         host_port: (state == ContainerState::Running).then_some(30000 + replica as u16),
+        readiness: crate::runtime::Readiness::Ready,
     }
 }
 

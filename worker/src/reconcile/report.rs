@@ -6,7 +6,7 @@
 use super::Reconciler;
 use super::plan::{Action, Desired};
 use crate::hosts::HostIdentity;
-use crate::runtime::{ContainerState, ObservedContainer, RuntimeError};
+use crate::runtime::{ContainerState, ObservedContainer, Readiness, RuntimeError};
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
@@ -85,9 +85,11 @@ pub fn observations(
     facts
 }
 
-/// True when the container runs with its port published (it answers where it is reported).
+/// True when the container runs with its port published and serves there.
 fn serving(container: &ObservedContainer) -> bool {
-    container.state == ContainerState::Running && container.host_port.is_some()
+    container.state == ContainerState::Running
+        && container.host_port.is_some()
+        && container.readiness == Readiness::Ready
 }
 
 /// Why one replica could not be brought to its desired state.
@@ -104,24 +106,32 @@ pub(super) fn observed_fact(
     container: &ObservedContainer,
     host: &HostIdentity,
 ) -> InstanceObserved {
-    let (state, address, reason) = match (container.state, container.host_port) {
-        (ContainerState::Running, Some(port)) => (
-            ObservedState::Running,
-            format!("{}:{port}", host.advertise_host),
-            String::new(),
-        ),
-        (ContainerState::Running, None) => (
-            ObservedState::Pending,
-            String::new(),
-            "running without a published port".to_string(),
-        ),
-        (ContainerState::Exited | ContainerState::Dead, _) => (
-            ObservedState::Failed,
-            String::new(),
-            "container exited".to_string(),
-        ),
-        _ => (ObservedState::Pending, String::new(), String::new()),
-    };
+    // RUNNING means serving: a container that runs but does not serve (yet) is not.
+    let (state, address, reason) =
+        match (container.state, container.host_port, &container.readiness) {
+            (ContainerState::Running, Some(port), Readiness::Ready) => (
+                ObservedState::Running,
+                format!("{}:{port}", host.advertise_host),
+                String::new(),
+            ),
+            (_, _, Readiness::Failing(reason)) => {
+                (ObservedState::Failed, String::new(), reason.clone())
+            }
+            (ContainerState::Running, None, _) => (
+                ObservedState::Pending,
+                String::new(),
+                "running without a published port".to_string(),
+            ),
+            (ContainerState::Running, Some(_), Readiness::Starting(reason)) => {
+                (ObservedState::Pending, String::new(), reason.clone())
+            }
+            (ContainerState::Exited | ContainerState::Dead, _, _) => (
+                ObservedState::Failed,
+                String::new(),
+                "container exited".to_string(),
+            ),
+            _ => (ObservedState::Pending, String::new(), String::new()),
+        };
     fact(
         key,
         replica,
@@ -458,6 +468,65 @@ mod tests {
             &host(),
         );
         assert_eq!(facts[0].state, ObservedState::Pending);
+        assert_eq!(facts[0].address, "");
+    }
+
+    #[test]
+    fn running_means_serving_a_container_that_does_not_serve_is_not_running() {
+        let spec = spec(3, "img:1");
+        let template = spec.template();
+        let mut starting = container(0, &template, ContainerState::Running);
+        starting.readiness = Readiness::Starting("starting: port 30000 does not answer".into());
+        let mut unhealthy = container(1, &template, ContainerState::Running);
+        unhealthy.readiness = Readiness::Failing("health check failing: 503".into());
+        let mut crashing = container(2, &template, ContainerState::Restarting);
+        crashing.readiness = Readiness::Failing("exited with code 3: config invalid".into());
+        let facts = observations(
+            &key(),
+            &Desired::all_replicas(&spec),
+            None,
+            &[starting, unhealthy, crashing],
+            &BTreeMap::new(),
+            &host(),
+        );
+        let states: Vec<_> = facts
+            .iter()
+            .map(|f| (f.state, f.address.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (ObservedState::Pending, ""),
+                (ObservedState::Failed, ""),
+                (ObservedState::Failed, "")
+            ]
+        );
+        assert!(facts[0].reason.starts_with("starting"));
+        assert_eq!(facts[2].reason, "exited with code 3: config invalid");
+    }
+
+    #[test]
+    fn a_previous_spec_that_stopped_serving_is_not_kept_running_by_a_failed_update() {
+        let old = spec(1, "img:1");
+        let new = spec(1, "img:2");
+        let mut stale = container(0, &old.template(), ContainerState::Running);
+        stale.readiness = Readiness::Starting("starting: port 30000 does not answer".into());
+        let failures = BTreeMap::from([(
+            0,
+            FailedReplica {
+                state: ObservedState::Failed,
+                reason: "image img:2 is not available".into(),
+            },
+        )]);
+        let facts = observations(
+            &key(),
+            &Desired::all_replicas(&new),
+            None,
+            &[stale],
+            &failures,
+            &host(),
+        );
+        assert_eq!(facts[0].state, ObservedState::Failed);
         assert_eq!(facts[0].address, "");
     }
 }

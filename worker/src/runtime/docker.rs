@@ -1,8 +1,15 @@
 //! `DockerRuntime`: the `ContainerRuntime` on a real Docker engine, through bollard.
 //! Version-negotiated (Debian's engine speaks API 1.41, older than bollard's default), and
 //! every call maps "already so" answers (409 on create, 304 on start, 404 on remove) to success.
+//! Listings say whether each container serves ([`readiness`](super::readiness)): its health
+//! check, else the last probe of its published port (the change stream probes every running
+//! container each `probe_interval` and reports those whose answer changed), and for one that
+//! exits, its exit code and last log lines.
 
-use super::{ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError};
+use super::readiness::{self, Health, ProbeBoard, TcpProbe};
+use super::{
+    ContainerRuntime, ContainerState, ObservedContainer, Readiness, ReplicaContainer, RuntimeError,
+};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -12,15 +19,19 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use krane_core::names::{self, GatewayKey};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{debug, info};
+
+/// Log lines of an exiting container carried in its reason.
+const LOG_TAIL_LINES: &str = "5";
 
 /// Registry credentials for pulling missing images.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +45,20 @@ pub struct DockerRuntime {
     docker: Docker,
     auth: RegistryAuth,
     pull_timeout: Duration,
+    readiness: Arc<ReadinessProbing>,
+}
+
+/// What tells whether containers serve: the probe, how often it runs, what it last said.
+struct ReadinessProbing {
+    probe: TcpProbe,
+    interval: Duration,
+    board: ProbeBoard,
+}
+
+/// A listed container with what the listing's status text says of its health.
+struct Listed {
+    container: ObservedContainer,
+    health: Health,
 }
 
 impl DockerRuntime {
@@ -41,20 +66,120 @@ impl DockerRuntime {
         &self,
         labels: Vec<String>,
     ) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_string(), labels)])),
+        let listed = list(&self.docker, labels).await?;
+        let mut containers = Vec::with_capacity(listed.len());
+        for Listed {
+            mut container,
+            health,
+        } in listed
+        {
+            container.readiness = self.assess(&container, health).await;
+            containers.push(container);
+        }
+        Ok(containers)
+    }
+
+    /// Whether `container` serves: its health check where it has one, else the last probe of
+    /// its port (probed now if it has none yet); one that is not serving and has been
+    /// restarted, or that exited, is failing with its exit code and last log lines.
+    async fn assess(&self, container: &ObservedContainer, health: Health) -> Readiness {
+        let readiness = match (container.state, container.host_port) {
+            (ContainerState::Running, Some(port)) => match health {
+                Health::Unhealthy => {
+                    let output = self.last_health_output(&container.name).await;
+                    readiness::from_health(health, &output)
+                }
+                _ => readiness::from_health(health, ""),
+            }
+            .unwrap_or(self.probed(&container.name, port).await),
+            (ContainerState::Running, None) => return Readiness::Starting(String::new()),
+            (ContainerState::Restarting | ContainerState::Exited | ContainerState::Dead, _) => {
+                Readiness::Starting(String::new())
+            }
+            _ => return Readiness::Ready,
+        };
+        if readiness == Readiness::Ready {
+            return readiness;
+        }
+        match self.exits(&container.name, container.state).await {
+            Some(reason) => Readiness::Failing(reason),
+            None => readiness,
+        }
+    }
+
+    async fn probed(&self, name: &str, port: u16) -> Readiness {
+        let outcome = match self.readiness.board.get(name, port) {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = self.readiness.probe.serves(port).await;
+                self.readiness.board.record(name, port, outcome.clone());
+                outcome
+            }
+        };
+        match outcome {
+            Ok(()) => Readiness::Ready,
+            Err(reason) => Readiness::Starting(format!("starting: {reason}")),
+        }
+    }
+
+    /// Why a container that is not serving counts as failing, if it does: it exited (or the
+    /// engine restarted it since it last exited), with its exit code and last log lines.
+    async fn exits(&self, name: &str, state: ContainerState) -> Option<String> {
+        let inspected = self.docker.inspect_container(name, None).await.ok()?;
+        let restarts = inspected.restart_count.unwrap_or(0);
+        let exited = matches!(
+            state,
+            ContainerState::Restarting | ContainerState::Exited | ContainerState::Dead
+        );
+        if !exited && restarts == 0 {
+            return None;
+        }
+        let exit_code = inspected
+            .state
+            .and_then(|state| state.exit_code)
+            .unwrap_or_default();
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL_LINES.to_string(),
             ..Default::default()
         };
-        let containers = self
+        let logs = self
             .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(classify)?;
-        Ok(containers
-            .into_iter()
-            .filter_map(observed_container)
-            .collect())
+            .logs(name, Some(options))
+            .map_ok(|line| line.to_string())
+            .try_collect::<Vec<String>>();
+        let log_tail = match tokio::time::timeout(Duration::from_secs(2), logs).await {
+            Ok(Ok(lines)) => lines.concat(),
+            _ => String::new(),
+        };
+        Some(readiness::exit_reason(exit_code, restarts, &log_tail))
+    }
+
+    /// The output of the container's last health check.
+    async fn last_health_output(&self, name: &str) -> String {
+        let Ok(inspected) = self.docker.inspect_container(name, None).await else {
+            return String::new();
+        };
+        inspected
+            .state
+            .and_then(|state| state.health)
+            .and_then(|health| health.log)
+            .and_then(|log| log.last().cloned())
+            .and_then(|last| last.output)
+            .unwrap_or_default()
+    }
+
+    /// Probes published ports at `probe` every `interval` (default: 127.0.0.1 every second,
+    /// which suits a worker on the engine's own host; use the host's address on the network
+    /// where ports are published when the worker runs elsewhere, e.g. in a container).
+    pub fn with_probe(mut self, probe: TcpProbe, interval: Duration) -> Self {
+        self.readiness = Arc::new(ReadinessProbing {
+            probe,
+            interval,
+            board: ProbeBoard::default(),
+        });
+        self
     }
 
     /// Connects to `docker_host` (`unix://…`, `tcp://…`) or the local default socket, and
@@ -78,11 +203,20 @@ impl DockerRuntime {
             .await
             .map_err(|error| RuntimeError::Unavailable(error.to_string()))?;
         info!(api_version = %docker.client_version(), "connected to the Docker engine");
-        Ok(Self {
+        let runtime = Self {
             docker,
             auth,
             pull_timeout,
-        })
+            readiness: Arc::new(ReadinessProbing {
+                probe: TcpProbe {
+                    host: "127.0.0.1".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                interval: Duration::from_secs(1),
+                board: ProbeBoard::default(),
+            }),
+        };
+        Ok(runtime)
     }
 
     async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
@@ -152,11 +286,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list_owned(&self, host_id: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        self.list_labelled(vec![
-            format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
-            format!("{}={host_id}", names::LABEL_HOST_ID),
-        ])
-        .await
+        self.list_labelled(owned_labels(host_id)).await
     }
 
     fn changes(&self, host_id: &str) -> BoxStream<'static, Result<GatewayKey, RuntimeError>> {
@@ -169,20 +299,29 @@ impl ContainerRuntime for DockerRuntime {
                     format!("{}={host_id}", names::LABEL_HOST_ID),
                 ],
             ),
-            // State changes that can leave a replica not running; our own creates and starts
-            // need no reaction.
+            // State changes that can leave a replica not running or not serving (and health
+            // checks passing again); our own creates and starts need no reaction.
             (
                 "event".to_string(),
-                ["die", "stop", "kill", "destroy", "pause", "oom"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "die",
+                    "stop",
+                    "kill",
+                    "destroy",
+                    "pause",
+                    "oom",
+                    "health_status",
+                ]
+                .map(String::from)
+                .to_vec(),
             ),
         ]);
         let options = EventsOptions {
             filters: Some(filters),
             ..Default::default()
         };
-        self.docker
+        let engine = self
+            .docker
             .events(Some(options))
             .filter_map(|event| async move {
                 match event {
@@ -194,7 +333,20 @@ impl ContainerRuntime for DockerRuntime {
                     }
                     Err(error) => Some(Err(classify(error))),
                 }
-            })
+            });
+        let probes = probe_changes(
+            self.docker.clone(),
+            owned_labels(host_id),
+            self.readiness.clone(),
+        )
+        .map(|key| Some(Ok(key)));
+        // The engine's stream ends when the engine goes away; the probes end with it.
+        let engine = engine
+            .map(Some)
+            .chain(futures::stream::once(async { None }));
+        futures::stream::select(engine, probes)
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(std::future::ready)
             .boxed()
     }
 
@@ -286,6 +438,91 @@ impl ContainerRuntime for DockerRuntime {
     }
 }
 
+/// The label filter of the krane containers `host_id` owns.
+fn owned_labels(host_id: &str) -> Vec<String> {
+    vec![
+        format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY_VALUE),
+        format!("{}={host_id}", names::LABEL_HOST_ID),
+    ]
+}
+
+/// Every container with all of `labels`, running or not.
+async fn list(docker: &Docker, labels: Vec<String>) -> Result<Vec<Listed>, RuntimeError> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([("label".to_string(), labels)])),
+        ..Default::default()
+    };
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(classify)?;
+    Ok(containers.into_iter().filter_map(listed).collect())
+}
+
+/// Probes at once, at most.
+const PROBE_PARALLELISM: usize = 64;
+
+/// Every `interval`, probes the published port of each running container in `labels` that
+/// has no health check, and yields the gateways of those whose answer changed.
+fn probe_changes(
+    docker: Docker,
+    labels: Vec<String>,
+    probing: Arc<ReadinessProbing>,
+) -> impl futures::Stream<Item = GatewayKey> + Send + 'static {
+    futures::stream::unfold((docker, labels, probing), |state| async move {
+        let (docker, labels, probing) = state;
+        tokio::time::sleep(probing.interval).await;
+        let changed = probe_round(&docker, &labels, &probing).await;
+        Some((futures::stream::iter(changed), (docker, labels, probing)))
+    })
+    .flatten()
+}
+
+async fn probe_round(
+    docker: &Docker,
+    labels: &[String],
+    probing: &ReadinessProbing,
+) -> Vec<GatewayKey> {
+    let listed = match list(docker, labels.to_vec()).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            debug!(%error, "cannot list containers to probe; next round");
+            return Vec::new();
+        }
+    };
+    let names: HashSet<String> = listed.iter().map(|l| l.container.name.clone()).collect();
+    probing.board.retain(&names);
+    let probed = listed
+        .into_iter()
+        .filter_map(|Listed { container, health }| {
+            match (container.state, container.host_port, health) {
+                (ContainerState::Running, Some(port), Health::None) => Some((container, port)),
+                _ => None,
+            }
+        });
+    futures::stream::iter(probed)
+        .map(|(container, port)| async move {
+            let outcome = probing.probe.serves(port).await;
+            probing
+                .board
+                .record(&container.name, port, outcome)
+                .then_some(container.gateway)
+        })
+        .buffer_unordered(PROBE_PARALLELISM)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
+}
+
+/// A listed container: its observation (readiness not assessed yet) and the health its
+/// status text shows.
+fn listed(summary: ContainerSummary) -> Option<Listed> {
+    let health = readiness::health_in_status(summary.status.as_deref().unwrap_or_default());
+    let container = observed_container(summary)?;
+    Some(Listed { container, health })
+}
+
 /// Turns a listed container into an observation; containers without a name or gateway
 /// labels are skipped.
 fn observed_container(summary: ContainerSummary) -> Option<ObservedContainer> {
@@ -331,6 +568,7 @@ fn observed_container(summary: ContainerSummary) -> Option<ObservedContainer> {
             .unwrap_or_default(),
         state,
         host_port,
+        readiness: Readiness::Ready,
     })
 }
 

@@ -2,7 +2,9 @@
 //! Used by unit tests of the reconcile loop, by end-to-end tests that need no engine, and by the
 //! pipeline and memory benchmarks. Compiled only with the `fake-runtime` feature (or in tests).
 
-use super::{ContainerRuntime, ContainerState, ObservedContainer, ReplicaContainer, RuntimeError};
+use super::{
+    ContainerRuntime, ContainerState, ObservedContainer, Readiness, ReplicaContainer, RuntimeError,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -128,6 +130,7 @@ fn observed(
         template: label(container, names::LABEL_TEMPLATE),
         state: *state,
         host_port: (*state == ContainerState::Running).then_some(*port),
+        readiness: Readiness::Ready,
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`docker`]: `DockerRuntime`, the trait on a real engine through bollard.
 //! - [`instrumented`]: any runtime with a `docker` span, latency and errors per call.
+//! - [`readiness`]: whether a running container serves (health checks, port probes, exits).
 //! - `fake` (feature `fake-runtime`, and in unit tests): `FakeRuntime`, in memory, with
 //!   Docker's idempotency rules; for tests and benchmarks, never in the shipped binary.
 
@@ -10,6 +11,7 @@ pub mod docker;
 #[cfg(any(test, feature = "fake-runtime"))]
 pub mod fake;
 pub mod instrumented;
+pub mod readiness;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -84,6 +86,21 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     /// Host port published for the gateway port, once the engine assigned one.
     pub host_port: Option<u16>,
+    /// Whether it serves (see [`readiness`]); what a runtime that cannot tell says is `Ready`.
+    pub readiness: Readiness,
+}
+
+/// Whether a container serves, as far as its health check, a probe of its port and its exits
+/// tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Serving: healthy, or (without a health check) its published port answers.
+    Ready,
+    /// Not serving yet; the reason says what it waits for.
+    Starting(String),
+    /// Not serving and not about to: it keeps exiting (the reason has its exit code and last
+    /// log lines) or its health check fails.
+    Failing(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
