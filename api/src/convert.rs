@@ -2,8 +2,11 @@
 //! model knows nothing of protobuf; this is the only place that knows both.
 
 use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::rollout::{FailureAction, UpdatePolicy};
 use krane_core::spec::{FieldError, GatewaySpec};
-use krane_proto::krane::v1::{GatewayInstance, GatewayRequest, GatewayStatus};
+use krane_proto::krane::v1::{
+    GatewayInstance, GatewayRequest, GatewayStatus, RolloutStatus, UpdateFailureAction,
+};
 
 /// Validates a Create or Update request's `gateway` field into a spec; the error names the
 /// first bad field by its path.
@@ -21,8 +24,26 @@ pub fn spec_from_request(gateway: Option<&GatewayRequest>) -> Result<GatewaySpec
     .validate()
 }
 
-/// The spec as the wire message it was validated from.
-pub fn request_of(spec: &GatewaySpec) -> GatewayRequest {
+/// The request's update policy (the defaults where it gives none); the error names the field.
+pub fn policy_from_request(gateway: Option<&GatewayRequest>) -> Result<UpdatePolicy, FieldError> {
+    let Some(policy) = gateway.and_then(|gateway| gateway.update_policy.as_ref()) else {
+        return Ok(UpdatePolicy::default());
+    };
+    let pause = match UpdateFailureAction::try_from(policy.failure_action) {
+        Ok(UpdateFailureAction::Unspecified | UpdateFailureAction::Rollback) => false,
+        Ok(UpdateFailureAction::Pause) => true,
+        Err(_) => {
+            return Err(FieldError::new(
+                "gateway.update_policy.failure_action",
+                format!("unknown value {}", policy.failure_action),
+            ));
+        }
+    };
+    UpdatePolicy::from_request(policy.monitor_seconds, pause)
+}
+
+/// The spec (and its update policy) as the wire message it was validated from.
+pub fn request_of(spec: &GatewaySpec, policy: Option<&UpdatePolicy>) -> GatewayRequest {
     GatewayRequest {
         namespace: spec.namespace.clone(),
         workspace_id: spec.workspace_id.clone(),
@@ -31,7 +52,24 @@ pub fn request_of(spec: &GatewaySpec) -> GatewayRequest {
         replicas: spec.replicas,
         cpu_millicores: spec.cpu_millicores,
         memory_size_mib: spec.memory_mib,
+        update_policy: policy.map(|policy| krane_proto::krane::v1::UpdatePolicy {
+            monitor_seconds: policy.monitor_seconds,
+            failure_action: match policy.on_failure {
+                FailureAction::Rollback => UpdateFailureAction::Rollback,
+                FailureAction::Pause => UpdateFailureAction::Pause,
+            } as i32,
+        }),
     }
+}
+
+/// Where the gateway's latest update stands (`None` when it is being deleted).
+pub fn rollout_of(record: &GatewayRecord) -> Option<RolloutStatus> {
+    let spec = record.intent.spec()?;
+    let (state, reason) = record.intent.rollout()?.status(spec);
+    Some(RolloutStatus {
+        state: state.to_string(),
+        reason,
+    })
 }
 
 pub fn status_of(status: InstanceStatus) -> GatewayStatus {
@@ -60,7 +98,8 @@ pub fn instances_of(record: &GatewayRecord) -> Vec<GatewayInstance> {
 
 /// The gateway's spec as the wire message, while it is wanted (`None` once deleted).
 pub fn gateway_of(record: &GatewayRecord) -> Option<GatewayRequest> {
-    record.intent.spec().map(request_of)
+    let policy = record.intent.rollout().map(|rollout| &rollout.policy);
+    record.intent.spec().map(|spec| request_of(spec, policy))
 }
 
 #[cfg(test)]
@@ -76,13 +115,40 @@ mod tests {
             replicas: 3,
             cpu_millicores: 250,
             memory_size_mib: 64,
+            update_policy: None,
         }
     }
 
     #[test]
     fn a_spec_turns_back_into_its_request() {
         let spec = spec_from_request(Some(&request())).expect("valid");
-        assert_eq!(request_of(&spec), request());
+        assert_eq!(request_of(&spec, None), request());
+    }
+
+    #[test]
+    fn update_policies_default_and_name_their_fields() {
+        let mut wire = request();
+        assert_eq!(
+            policy_from_request(Some(&wire)),
+            Ok(UpdatePolicy::default())
+        );
+        wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
+            monitor_seconds: 5,
+            failure_action: UpdateFailureAction::Pause as i32,
+        });
+        let policy = policy_from_request(Some(&wire)).expect("valid");
+        assert_eq!(
+            (policy.monitor_seconds, policy.on_failure),
+            (5, FailureAction::Pause)
+        );
+        let spec = spec_from_request(Some(&wire)).expect("valid");
+        assert_eq!(request_of(&spec, Some(&policy)), wire);
+        wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
+            monitor_seconds: 5,
+            failure_action: 7,
+        });
+        let error = policy_from_request(Some(&wire)).expect_err("unknown action");
+        assert_eq!(error.field, "gateway.update_policy.failure_action");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use connectrpc_axum::{ConnectError, ConnectRequest, ConnectResponse};
 use krane_core::command::Command;
 use krane_core::names::GatewayKey;
 use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::rollout::{Rollout, UpdatePolicy};
 use krane_core::spec::GatewaySpec;
 use krane_core::spec::{validate_key, validate_namespace};
 use krane_proto::krane::v1::{
@@ -36,10 +37,11 @@ pub async fn create_gateway(
     ConnectRequest(request): ConnectRequest<CreateGatewayRequest>,
 ) -> Reply<CreateGatewayResponse> {
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
     // The common case, a gateway never seen before, is one conditional write and no read.
-    let first = Command::create(spec.clone(), Vec::new());
+    let first = next_command(None, &spec, policy);
     if let Some(seq) = state
         .store
         .publish_command_expecting(&first, 0)
@@ -55,8 +57,8 @@ pub async fn create_gateway(
         }));
     }
     let written = write_from_log(&state, &key, |latest| match latest {
-        Some(latest) if latest.command.spec() == Some(&spec) => Decision::SameSpec,
-        latest => Decision::Write(Command::create(spec.clone(), kept_placement(latest))),
+        Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
+        latest => Decision::Write(next_command(latest, &spec, policy)),
     })
     .await?;
     let status = match written {
@@ -74,7 +76,7 @@ pub async fn create_gateway(
                 .map(|record| record.overall_status());
             if status == Some(InstanceStatus::Failed) {
                 // A FAILED gateway is tried again: the same spec, stored anew.
-                let seq = retry_failed(&state, &key, &spec).await?;
+                let seq = retry_failed(&state, &key, &spec, policy).await?;
                 info!(gateway = %key, seq, "create of a FAILED gateway accepted; retrying it");
                 GatewayStatus::Pending
             } else {
@@ -99,6 +101,7 @@ pub async fn get_gateway(
         Some(record) if !record.is_gone() => Ok(ConnectResponse::new(GetGatewayResponse {
             instances: convert::instances_of(&record),
             gateway: convert::gateway_of(&record),
+            rollout: convert::rollout_of(&record),
         })),
         _ => Err(ConnectError::new_not_found(format!(
             "gateway {key} not found"
@@ -133,6 +136,7 @@ fn summary(record: &GatewayRecord) -> GatewaySummary {
         status: convert::status_of(record.overall_status()) as i32,
         instances: convert::instances_of(record),
         gateway: convert::gateway_of(record),
+        rollout: convert::rollout_of(record),
     }
 }
 
@@ -165,12 +169,13 @@ pub async fn update_gateway(
     ConnectRequest(request): ConnectRequest<UpdateGatewayRequest>,
 ) -> Reply<UpdateGatewayResponse> {
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
+    let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
     let written = write_from_log(&state, &key, |latest| match latest {
-        Some(latest) if latest.command.spec() == Some(&spec) => Decision::SameSpec,
+        Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
         Some(latest) if latest.command.spec().is_some() => {
-            Decision::Write(Command::create(spec.clone(), kept_placement(Some(latest))))
+            Decision::Write(next_command(Some(latest), &spec, policy))
         }
         _ => Decision::NotFound,
     })
@@ -260,9 +265,10 @@ async fn retry_failed(
     state: &ApiState,
     key: &GatewayKey,
     spec: &GatewaySpec,
+    policy: UpdatePolicy,
 ) -> Result<u64, ConnectError> {
     let written = write_from_log(state, key, |latest| {
-        Decision::Write(Command::create(spec.clone(), kept_placement(latest)))
+        Decision::Write(next_command(latest, spec, policy))
     })
     .await?;
     match written {
@@ -285,6 +291,23 @@ async fn project(
         .await
         .map_err(storage)?;
     Ok(())
+}
+
+/// True when the latest command asks for this spec with this update policy already.
+fn asks_the_same(latest: &Latest, spec: &GatewaySpec, policy: UpdatePolicy) -> bool {
+    latest.command.spec() == Some(spec)
+        && latest.command.rollout().map(|rollout| rollout.policy) == Some(policy)
+}
+
+/// The Create that asks for `spec` after `latest`: replicas keep their hosts, and a new
+/// template starts an update that can return to the last spec that rolled out.
+fn next_command(latest: Option<&Latest>, spec: &GatewaySpec, policy: UpdatePolicy) -> Command {
+    let current = latest.and_then(|latest| latest.command.spec().zip(latest.command.rollout()));
+    Command::create_with(
+        spec.clone(),
+        kept_placement(latest),
+        Rollout::after(current, spec, policy),
+    )
 }
 
 /// Replicas that exist keep their hosts; the workers place the others on live hosts.

@@ -96,5 +96,6 @@ fn snapshot(record: &GatewayRecord) -> WatchGatewayResponse {
         instances: convert::instances_of(record),
         gateway: convert::gateway_of(record),
         status: convert::status_of(record.overall_status()) as i32,
+        rollout: convert::rollout_of(record),
     }
 }

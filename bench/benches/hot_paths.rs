@@ -22,6 +22,7 @@ fn request(replicas: u32) -> GatewayRequest {
         replicas,
         cpu_millicores: 250,
         memory_size_mib: 64,
+        update_policy: None,
     }
 }
 

@@ -278,5 +278,6 @@ async fn list_based_get(
     Ok(GetGatewayResponse {
         instances,
         gateway: None,
+        rollout: None,
     })
 }

@@ -35,6 +35,7 @@ async fn create(api: &Api, args: CreateArgs) -> anyhow::Result<ExitCode> {
         replicas: args.replicas,
         cpu_millicores: args.cpu_millicores,
         memory_size_mib: args.memory_mib,
+        update_policy: None,
     };
     let request = CreateGatewayRequest {
         gateway: Some(gateway),

@@ -30,6 +30,13 @@ pub fn print_json_or<T: Serialize>(output: Output, value: &T, text: impl FnOnce(
 }
 
 pub fn print_table(gateway: &GetGatewayResponse) {
+    if let Some(rollout) = gateway.rollout.as_ref().filter(|r| !r.state.is_empty()) {
+        println!(
+            "update: {} ({})",
+            rollout.state.replace('_', " "),
+            rollout.reason
+        );
+    }
     println!(
         "{:<44} {:<12} {:<22} {:<16} REASON",
         "INSTANCE", "STATUS", "ADDRESS", "HOST"

@@ -3,6 +3,7 @@
 //! command of the gateway (level-triggered), so late, duplicated or replayed deliveries do no harm.
 
 use crate::names::GatewayKey;
+use crate::rollout::Rollout;
 use crate::spec::GatewaySpec;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub enum Command {
         spec: GatewaySpec,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         placement: Vec<String>,
+        /// How a change of template rolls out, and where the update stands.
+        #[serde(default, skip_serializing_if = "Rollout::is_default")]
+        rollout: Rollout,
     },
     /// Remove every container of the gateway.
     Delete {
@@ -32,7 +36,33 @@ impl Command {
     }
 
     pub fn create(spec: GatewaySpec, placement: Vec<String>) -> Self {
-        Self::Create { spec, placement }
+        Self::create_with(spec, placement, Rollout::default())
+    }
+
+    pub fn create_with(spec: GatewaySpec, placement: Vec<String>, rollout: Rollout) -> Self {
+        Self::Create {
+            spec,
+            placement,
+            rollout,
+        }
+    }
+
+    /// The same command with another placement (its spec and rollout kept).
+    pub fn with_placement(&self, placement: Vec<String>) -> Self {
+        match self {
+            Self::Create { spec, rollout, .. } => {
+                Self::create_with(spec.clone(), placement, rollout.clone())
+            }
+            delete => delete.clone(),
+        }
+    }
+
+    /// The rollout of a Create.
+    pub fn rollout(&self) -> Option<&Rollout> {
+        match self {
+            Self::Create { rollout, .. } => Some(rollout),
+            Self::Delete { .. } => None,
+        }
     }
 
     pub fn key(&self) -> GatewayKey {

@@ -10,6 +10,8 @@
 //! - [`record`]: the projection (`GatewayRecord`), a pure, order-insensitive fold of commands
 //!   and events, and what callers see of it (`InstanceView`, `InstanceStatus`).
 //! - [`placement`]: which live host runs which replica (pure).
+//! - [`rollout`]: update policies, the spec an update returns to, and the judgement of an
+//!   update in progress (pure).
 //! - [`codec`]: the one JSON encoding of everything stored.
 
 pub mod codec;
@@ -18,6 +20,7 @@ pub mod event;
 pub mod names;
 pub mod placement;
 pub mod record;
+pub mod rollout;
 pub mod spec;
 
 pub use command::Command;

@@ -235,5 +235,6 @@ pub fn gateway_request(namespace: &str, gateway_id: &str, replicas: u32) -> Gate
         replicas,
         cpu_millicores: 100,
         memory_size_mib: 16,
+        update_policy: None,
     }
 }

@@ -279,6 +279,16 @@ pub async fn fetch_instance(address: &str) -> String {
     .await
 }
 
+/// One GET of `path` on an instance, no retry: a RUNNING instance answers at once.
+pub async fn answers_at_once(address: &str, path: &str) -> bool {
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    response.is_ok_and(|response| response.status().is_success())
+}
+
 /// Waits until the gateway has exactly `replicas` instances, all RUNNING, and returns them.
 pub async fn wait_all_running(
     client: &TestClient,

@@ -942,6 +942,7 @@ impl Generator {
                     replicas: u32::try_from(self.number(rng, 1, 3)).unwrap_or(u32::MAX),
                     cpu_millicores: u32::try_from(self.number(rng, 10, 64_000)).unwrap_or(u32::MAX),
                     memory_size_mib: self.number(rng, 6, 1 << 20),
+                    update_policy: None,
                 });
                 CreateGatewayRequest { gateway }.encode_to_vec()
             }

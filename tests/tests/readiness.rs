@@ -7,7 +7,9 @@
 
 use krane_proto::krane::v1::{GatewayInstance, GatewayStatus};
 use krane_tests::client::{TestClient, gateway_request};
-use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace, wait_all_running};
+use krane_tests::{
+    Krane, Protocol, answers_at_once, docker, eventually, unique_namespace, wait_all_running,
+};
 use std::time::{Duration, Instant};
 
 /// How soon a change of readiness must show in GetGateway.
@@ -27,16 +29,6 @@ async fn instance(client: &TestClient, namespace: &str, gateway: &str) -> Option
 
 fn is(instance: &GatewayInstance, status: GatewayStatus) -> bool {
     instance.status == status as i32
-}
-
-/// One GET, no retry: a RUNNING instance answers at once.
-async fn answers_at_once(address: &str, path: &str) -> bool {
-    let response = reqwest::Client::new()
-        .get(format!("http://{address}{path}"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
-    response.is_ok_and(|response| response.status().is_success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

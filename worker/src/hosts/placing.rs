@@ -122,7 +122,7 @@ fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
         return None;
     }
     let placed = placement::place(&intent.key(), spec.replicas, intent.placement(), live);
-    (placed.as_slice() != intent.placement()).then(|| Command::create(spec.clone(), placed))
+    (placed.as_slice() != intent.placement()).then(|| intent.with_placement(placed))
 }
 
 /// The command in force after [`place_if_needed`].

@@ -15,6 +15,8 @@
 //! - `intent`: the latest command, placed and projected, and this host's share of it.
 //! - `execute`: carrying out actions through the runtime.
 //! - `memory`: per-gateway locks, convergence marks and rollout waits, in memory.
+//! - `update`: watching an update once this host's replicas are on it (done, rolled back,
+//!   paused).
 
 pub(crate) mod drift;
 mod execute;
@@ -27,6 +29,7 @@ mod report;
 mod rollout;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use crate::context::Worker;
 use crate::runtime::RuntimeError;
@@ -260,9 +263,20 @@ impl Reconciler {
             let planned = plan::plan(key, &desired, &observed);
             let (actions, waiting) = rollout::gate_rollout(planned, stored.record.as_ref());
             if actions.is_empty() {
-                self.report(key, &desired, stored, &observed, &BTreeMap::new())
+                let stored = self
+                    .report(key, &desired, stored, &observed, &BTreeMap::new())
                     .await?;
-                if waiting == 0 {
+                if let Some(record) = stored.record.as_ref()
+                    && let Some(outcome) = self.watch_update(key, seq, record).await?
+                {
+                    return ended(outcome);
+                }
+                let paused = stored
+                    .record
+                    .as_ref()
+                    .and_then(|record| record.intent.rollout())
+                    .is_some_and(|rollout| rollout.paused.is_some());
+                if waiting == 0 || paused {
                     debug!(round, seq, "converged");
                     return ended(Outcome::Converged);
                 }

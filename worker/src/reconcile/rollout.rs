@@ -34,6 +34,14 @@ pub fn gate_rollout(actions: Vec<Action>, record: Option<&GatewayRecord>) -> (Ve
 /// current template, provided every other replica is running.
 fn next_replica_to_roll(record: &GatewayRecord) -> Option<u32> {
     let spec = record.intent.spec()?;
+    // A paused update replaces no more replicas.
+    if record
+        .intent
+        .rollout()
+        .is_some_and(|rollout| rollout.paused.is_some())
+    {
+        return None;
+    }
     let template = spec.template();
     let seen = |replica: u32| {
         let host = record.intent.host_of(replica)?;

@@ -102,6 +102,21 @@ impl Setup {
         assert_eq!(reconciled(reconciler).await, Outcome::Converged);
     }
 
+    /// Two replicas of img:1 here, converged; then an update to `image` stored as the API
+    /// stores one (returning to img:1 if it fails).
+    async fn update_from_img1(&self, reconciler: &Reconciler, image: &str) {
+        let placement = vec!["h1".to_string(), "h1".to_string()];
+        let old = spec(2, "img:1");
+        self.converge(reconciler, &Command::create(old.clone(), placement.clone()))
+            .await;
+        let update = krane_core::rollout::Rollout {
+            previous: Some(Box::new(old)),
+            ..Default::default()
+        };
+        self.command(&Command::create_with(spec(2, image), placement, update))
+            .await;
+    }
+
     async fn record(&self) -> GatewayRecord {
         let stored = self.store.load_record(&key()).await.expect("read");
         stored.record.expect("a record")
@@ -416,4 +431,64 @@ async fn a_command_asking_of_this_host_what_it_converged_at_needs_no_reconcile()
     let seq = setup.command(&updated).await;
     let outcome = reconciler.reconcile_command(&key(), seq, &updated, 1).await;
     assert!(!matches!(outcome, Ok(Outcome::Converged)), "{outcome:?}");
+}
+
+/// Reconciles until the outcome is no longer a requeue (at most `rounds` times).
+async fn settled(reconciler: &Reconciler, rounds: usize) -> Outcome {
+    for _ in 0..rounds {
+        let outcome = reconciled(reconciler).await;
+        if !matches!(outcome, Outcome::Requeue { .. }) {
+            return outcome;
+        }
+    }
+    panic!("still requeued after {rounds} reconciles");
+}
+
+#[tokio::test]
+async fn an_update_whose_new_replica_keeps_exiting_is_rolled_back_and_the_old_spec_serves_again() {
+    let setup = Setup::start().await;
+    setup.runtime.crash_image("img:bad", "exited with code 3");
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let old = spec(2, "img:1");
+    setup.update_from_img1(&reconciler, "img:bad").await;
+    assert_eq!(settled(&reconciler, 20).await, Outcome::Converged);
+    let record = setup.record().await;
+    assert_eq!(
+        record.intent.spec(),
+        Some(&old),
+        "back on the previous spec"
+    );
+    let rollout = record.intent.rollout().expect("a rollout");
+    let reason = rollout.rolled_back.clone().unwrap_or_default();
+    assert!(reason.contains("exited with code 3"), "{reason}");
+    assert!(
+        record
+            .instances()
+            .iter()
+            .all(|i| i.status == InstanceStatus::Running),
+        "{:?}",
+        record.instances()
+    );
+    assert_eq!(setup.runtime.running_names().len(), 2);
+}
+
+#[tokio::test]
+async fn an_update_that_serves_is_marked_done() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    setup.update_from_img1(&reconciler, "img:2").await;
+    assert_eq!(settled(&reconciler, 20).await, Outcome::Converged);
+    let record = setup.record().await;
+    assert_eq!(record.intent.spec(), Some(&spec(2, "img:2")));
+    assert_eq!(
+        record.intent.rollout().map(|r| r.previous.clone()),
+        Some(None),
+        "done"
+    );
+    assert!(
+        record
+            .instances()
+            .iter()
+            .all(|i| i.status == InstanceStatus::Running)
+    );
 }

@@ -26,6 +26,8 @@ struct FakeState {
     images: BTreeSet<String>,
     /// Images whose containers always fail to start, with the error they fail with.
     failing: BTreeMap<String, RuntimeError>,
+    /// Images whose containers start but never serve (they keep exiting), with the reason.
+    crashing: BTreeMap<String, String>,
     next_port: u16,
     /// When set, every call fails as if the engine were down.
     down: bool,
@@ -47,6 +49,15 @@ impl FakeRuntime {
         if let Ok(mut state) = self.state.lock() {
             state.images.insert(image.to_string());
             state.failing.insert(image.to_string(), error);
+        }
+    }
+
+    /// Makes every container of `image` start but keep exiting: it never serves, and says
+    /// `reason` (an image that crash-loops).
+    pub fn crash_image(&self, image: &str, reason: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.images.insert(image.to_string());
+            state.crashing.insert(image.to_string(), reason.to_string());
         }
     }
 
@@ -90,7 +101,7 @@ impl FakeRuntime {
                 .containers
                 .values()
                 .filter(|(container, _, _)| wanted(container))
-                .map(observed)
+                .map(|entry| observed(state, entry))
                 .collect())
         })
     }
@@ -120,17 +131,27 @@ fn gateway_of(container: &ReplicaContainer) -> GatewayKey {
     )
 }
 
+/// A container as the engine shows it; one of a crashing image keeps restarting.
 fn observed(
+    fake: &FakeState,
     (container, state, port): &(ReplicaContainer, ContainerState, u16),
 ) -> ObservedContainer {
+    let crashing = fake.crashing.get(&container.image);
+    let state = match crashing {
+        Some(_) if *state == ContainerState::Running => ContainerState::Restarting,
+        _ => *state,
+    };
     ObservedContainer {
         name: container.name.clone(),
         gateway: gateway_of(container),
         replica: label(container, names::LABEL_REPLICA).parse().ok(),
         template: label(container, names::LABEL_TEMPLATE),
-        state: *state,
-        host_port: (*state == ContainerState::Running).then_some(*port),
-        readiness: Readiness::Ready,
+        state,
+        host_port: (state == ContainerState::Running).then_some(*port),
+        readiness: match crashing {
+            Some(reason) => Readiness::Failing(reason.clone()),
+            None => Readiness::Ready,
+        },
     }
 }
 
@@ -158,7 +179,7 @@ impl ContainerRuntime for FakeRuntime {
             let names = state.by_gateway.get(key).into_iter().flatten();
             Ok(names
                 .filter_map(|name| state.containers.get(name))
-                .map(observed)
+                .map(|entry| observed(state, entry))
                 .collect())
         })
     }
