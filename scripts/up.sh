@@ -2,12 +2,24 @@
 # up.sh: brings up the whole system (NATS + API + worker) with docker-compose from locally
 # built FROM-scratch images, provisions a demo gateway of 3 replicas, shows progress until
 # every instance is RUNNING, and prints the instances.
-#   KRANE_API_PORT (default 7070)   host port of the API
+#   KRANE_API_PORT (default 7070)   host port of the API (published on 127.0.0.1 only)
+#   KRANE_AUTH_TOKEN                the API's bearer token; when unset, the one in .env is used,
+#                                   or a new random one is written there (mode 600)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${KRANE_API_PORT:-7070}"
 API="http://127.0.0.1:$PORT/krane.v1.GatewayService"
 export KRANE_API_PORT="$PORT"
+ENV_FILE="$ROOT/.env"
+if [[ -z "${KRANE_AUTH_TOKEN:-}" && -f "$ENV_FILE" ]]; then
+  KRANE_AUTH_TOKEN="$(sed -n 's/^KRANE_AUTH_TOKEN=//p' "$ENV_FILE" | tail -n 1)"
+fi
+if [[ -z "${KRANE_AUTH_TOKEN:-}" ]]; then
+  KRANE_AUTH_TOKEN="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  (umask 077; echo "KRANE_AUTH_TOKEN=$KRANE_AUTH_TOKEN" >> "$ENV_FILE")
+  echo "==> wrote a new API token to $ENV_FILE"
+fi
+export KRANE_AUTH_TOKEN
 
 command -v curl >/dev/null || { echo "error: curl is required" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "error: the Docker engine is not reachable" >&2; exit 1; }
@@ -19,7 +31,8 @@ echo "==> starting nats, api and worker"
 bash "$ROOT/scripts/compose.sh" up -d
 
 call() { # $1 method, $2 JSON body
-  curl -sS --max-time 5 -H 'Content-Type: application/json' -d "$2" "$API/$1"
+  curl -sS --max-time 5 -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $KRANE_AUTH_TOKEN" -d "$2" "$API/$1"
 }
 
 echo -n "==> waiting for the API on port $PORT "
@@ -58,5 +71,7 @@ if command -v python3 >/dev/null; then python3 -m json.tool <<<"$state"; else ec
 first="$({ grep -o '"address":"[^"]*"' <<<"$state" || true; } | head -n 1 | cut -d'"' -f4)"
 echo "==> GET http://$first/"
 curl -sS --max-time 5 --retry 5 --retry-connrefused --retry-delay 1 "http://$first/"; echo
-echo "Done. Stop everything with: scripts/compose.sh down -v (and remove demo containers with"
-echo "a DeleteGateway call first: curl -H 'Content-Type: application/json' -d '{\"namespace\":\"demo\",\"gatewayId\":\"hello\"}' $API/DeleteGateway)"
+echo "Done. The API token is in $ENV_FILE (KRANE_AUTH_TOKEN); the krane CLI reads it from the"
+echo "environment: set -a; . $ENV_FILE; set +a; krane --api http://127.0.0.1:$PORT gateway get hello --namespace demo"
+echo "Stop everything with: scripts/compose.sh down -v (and remove demo containers with a"
+echo "DeleteGateway call first: curl -H 'Content-Type: application/json' -H \"Authorization: Bearer \$KRANE_AUTH_TOKEN\" -d '{\"namespace\":\"demo\",\"gatewayId\":\"hello\"}' $API/DeleteGateway)"

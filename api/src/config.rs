@@ -19,7 +19,8 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub nats: NatsArgs,
 
-    /// Require `Authorization: Bearer <token>` on every call (unset: no authentication).
+    /// Require `Authorization: Bearer <token>` on every call. Without it the API serves only
+    /// on a loopback address, unless `--allow-unauthenticated` says otherwise.
     #[arg(
         long,
         env = "KRANE_AUTH_TOKEN",
@@ -28,10 +29,61 @@ pub struct ApiConfig {
     )]
     pub auth_token: Option<String>,
 
+    /// Serve without authentication on a non-loopback address: anyone who reaches the port
+    /// can run containers on every Docker host the workers drive. Logged as a warning.
+    #[arg(long, env = "KRANE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// Whether serving on `listen` is allowed with or without a token: `Err` says why not and what
+/// to do; `Ok(true)` when it is an open door the operator asked for (to be warned about).
+pub fn check_exposure(
+    listen: SocketAddr,
+    authenticated: bool,
+    allow_unauthenticated: bool,
+) -> Result<bool, String> {
+    if authenticated || listen.ip().is_loopback() {
+        return Ok(false);
+    }
+    if allow_unauthenticated {
+        return Ok(true);
+    }
+    Err(format!(
+        "refusing to serve on {listen} without authentication: anyone who reaches it could run \
+         containers on every Docker host; set --auth-token (KRANE_AUTH_TOKEN), listen on a \
+         loopback address (--listen 127.0.0.1:{port}), or pass --allow-unauthenticated \
+         (KRANE_ALLOW_UNAUTHENTICATED=true) if something in front of it authenticates callers",
+        port = listen.port()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_open_door_by_accident() {
+        let any: SocketAddr = "0.0.0.0:7070".parse().expect("address");
+        let v6: SocketAddr = "[::]:7070".parse().expect("address");
+        let loopback: SocketAddr = "127.0.0.1:7070".parse().expect("address");
+        let loopback_v6: SocketAddr = "[::1]:7070".parse().expect("address");
+        assert_eq!(check_exposure(loopback, false, false), Ok(false));
+        assert_eq!(check_exposure(loopback_v6, false, false), Ok(false));
+        assert_eq!(check_exposure(any, true, false), Ok(false));
+        let refused = check_exposure(any, false, false).expect_err("refused");
+        assert!(refused.contains("--auth-token") && refused.contains("--allow-unauthenticated"));
+        assert!(check_exposure(v6, false, false).is_err());
+        assert_eq!(
+            check_exposure(any, false, true),
+            Ok(true),
+            "asked for: warned"
+        );
+    }
 }

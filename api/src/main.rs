@@ -6,7 +6,7 @@ use krane_api::config::ApiConfig;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// JetStream calls give up after this, so callers get `unavailable` fast while NATS is away.
 const NATS_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -35,6 +35,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
+    let open = krane_api::config::check_exposure(
+        config.listen,
+        config.auth_token.is_some(),
+        config.allow_unauthenticated,
+    )
+    .map_err(|refusal| anyhow::anyhow!(refusal))?;
+    if open {
+        warn!(listen = %config.listen, "serving WITHOUT authentication on a non-loopback address (--allow-unauthenticated): anyone who reaches it can run containers on every Docker host");
+    }
     let stop = CancellationToken::new();
     krane_platform::shutdown::cancel_on_signal(stop.clone());
     krane_api::rpc_telemetry::register_metrics();

@@ -43,6 +43,7 @@ pub struct RpcError {
 pub const INVALID_ARGUMENT: i32 = 3;
 pub const NOT_FOUND: i32 = 5;
 pub const UNAVAILABLE: i32 = 14;
+pub const UNAUTHENTICATED: i32 = 16;
 
 impl From<ClientError> for RpcError {
     fn from(error: ClientError) -> Self {
@@ -65,6 +66,8 @@ impl From<tonic::Status> for RpcError {
 pub struct TestClient {
     protocol: Protocol,
     base_url: String,
+    /// Bearer token sent with every Connect call.
+    token: Option<String>,
 }
 
 impl TestClient {
@@ -72,7 +75,14 @@ impl TestClient {
         Self {
             protocol,
             base_url: format!("http://{api}"),
+            token: None,
         }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` (Connect protocols).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
     }
 
     fn connect(&self) -> ConnectClient {
@@ -80,7 +90,10 @@ impl TestClient {
     }
 
     fn connect_with_timeout(&self, timeout: Duration) -> ConnectClient {
-        let builder = ConnectClient::builder(self.base_url.clone()).timeout(timeout);
+        let mut builder = ConnectClient::builder(self.base_url.clone()).timeout(timeout);
+        if let Some(token) = &self.token {
+            builder = builder.default_header("authorization", format!("Bearer {token}"));
+        }
         let builder = match self.protocol {
             Protocol::ConnectProto => builder.use_proto(),
             _ => builder.use_json(),
@@ -175,6 +188,7 @@ impl TestClient {
         Self {
             protocol: other.protocol,
             base_url: other.base_url.clone(),
+            token: other.token.clone(),
         }
     }
 

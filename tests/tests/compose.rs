@@ -3,7 +3,7 @@
 //! answering, deleted, gone; then the project is torn down.
 
 use krane_proto::krane::v1::GatewayStatus;
-use krane_tests::client::{NOT_FOUND, gateway_request};
+use krane_tests::client::{NOT_FOUND, UNAUTHENTICATED, gateway_request};
 use krane_tests::nats::free_port;
 use krane_tests::{Protocol, TestClient, docker, eventually, fetch_instance, unique_namespace};
 use std::path::PathBuf;
@@ -13,6 +13,8 @@ use std::time::Duration;
 struct ComposeProject {
     name: String,
     port: u16,
+    /// The API's bearer token: the compose file publishes the API only with one.
+    token: String,
 }
 
 impl ComposeProject {
@@ -20,6 +22,7 @@ impl ComposeProject {
         let project = Self {
             name: format!("krane-test-{}", std::process::id()),
             port: free_port(),
+            token: format!("test-{}-{}", std::process::id(), free_port()),
         };
         project.run(&["up", "-d"]);
         project
@@ -33,6 +36,7 @@ impl ComposeProject {
             .args(args)
             .env("KRANE_API_PORT", self.port.to_string())
             .env("KRANE_HOST_ID", &self.name)
+            .env("KRANE_AUTH_TOKEN", &self.token)
             .output()
             .expect("run docker-compose");
         assert!(
@@ -54,12 +58,12 @@ async fn the_compose_stack_provisions_and_deletes_a_gateway() {
     docker::require_test_image().await;
     let namespace = unique_namespace("compose");
     let project = ComposeProject::up();
-    let client = TestClient::new(
-        Protocol::ConnectJson,
-        format!("127.0.0.1:{}", project.port)
-            .parse()
-            .expect("address"),
-    );
+    let address = format!("127.0.0.1:{}", project.port)
+        .parse()
+        .expect("address");
+    // Without the token the API answers nothing but `unauthenticated`.
+    let anonymous = TestClient::new(Protocol::ConnectJson, address);
+    let client = TestClient::new(Protocol::ConnectJson, address).with_token(&project.token);
     // The API restarts until NATS is up; wait until it answers a Get at all.
     eventually(
         "the compose API answers",
@@ -73,6 +77,11 @@ async fn the_compose_stack_provisions_and_deletes_a_gateway() {
         },
     )
     .await;
+    let refused = anonymous
+        .get(&namespace, "probe")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code, UNAUTHENTICATED, "{refused:?}");
 
     client
         .create(Some(gateway_request(&namespace, "composed", 3)))
