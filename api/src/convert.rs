@@ -97,8 +97,13 @@ pub fn instances_of(record: &GatewayRecord) -> Vec<GatewayInstance> {
 }
 
 /// The gateway's spec as the wire message, while it is wanted (`None` once deleted).
+/// The default update policy is left out, so the spec reads back as it was given.
 pub fn gateway_of(record: &GatewayRecord) -> Option<GatewayRequest> {
-    let policy = record.intent.rollout().map(|rollout| &rollout.policy);
+    let policy = record
+        .intent
+        .rollout()
+        .map(|rollout| &rollout.policy)
+        .filter(|policy| **policy != UpdatePolicy::default());
     record.intent.spec().map(|spec| request_of(spec, policy))
 }
 
