@@ -39,7 +39,8 @@ impl HostWorker {
         )
         .await
         .unwrap_or_else(|error| panic!("engine {docker_host} for {host_id}: {error}"))
-        .with_probe(config.probe(), config.probe_interval);
+        .with_probe(config.probe(), config.probe_interval)
+        .with_hardening(config.hardening());
         let stop = CancellationToken::new();
         let log = krane.store.clone();
         let token = stop.clone();

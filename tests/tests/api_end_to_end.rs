@@ -137,6 +137,17 @@ async fn containers_get_the_asked_limits_labels_env_and_ports() {
             .unwrap_or_default()
             .contains(&"no-new-privileges".to_string())
     );
+    // Confined by default: every capability dropped but binding low ports, a process limit,
+    // rotated logs, never the host's network.
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_string()]));
+    assert_eq!(host.pids_limit, Some(256));
+    let log = host.log_config.expect("log config");
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+    let log = log.config.unwrap_or_default();
+    assert_eq!(log.get("max-size").map(String::as_str), Some("10m"));
+    assert_eq!(log.get("max-file").map(String::as_str), Some("3"));
+    assert_ne!(host.network_mode.as_deref(), Some("host"));
     let config = inspected.config.expect("config");
     let labels = config.labels.expect("labels");
     assert_eq!(labels["unkey.gateway.id"], "shaped");

@@ -91,6 +91,18 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_PROBE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
 
+    /// Most processes one gateway container may run.
+    #[arg(long, env = "KRANE_PIDS_LIMIT", default_value_t = 256, value_parser = clap::value_parser!(i64).range(16..))]
+    pub pids_limit: i64,
+
+    /// Size at which a gateway container's log is rotated (Docker's json-file `max-size`).
+    #[arg(long, env = "KRANE_LOG_MAX_SIZE", default_value = "10m", value_parser = parse_log_size)]
+    pub log_max_size: String,
+
+    /// Rotated log files kept per gateway container (Docker's json-file `max-file`).
+    #[arg(long, env = "KRANE_LOG_MAX_FILES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+
     /// Registry user for pulling missing images.
     #[arg(long, env = "KRANE_REGISTRY_USERNAME")]
     pub registry_username: Option<String>,
@@ -142,7 +154,30 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(retention)
 }
 
+/// `--log-max-size`: a number with an optional k, m or g (Docker's json-file `max-size`).
+fn parse_log_size(text: &str) -> Result<String, String> {
+    let digits = text.trim_end_matches(['k', 'm', 'g']);
+    let valid = !digits.is_empty()
+        && digits.len() + 1 >= text.len()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0);
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err("must be a positive number with an optional k, m or g (e.g. 10m)".into())
+    }
+}
+
 impl WorkerConfig {
+    /// How gateway containers are confined (`--pids-limit`, `--log-max-size`, `--log-max-files`).
+    pub fn hardening(&self) -> crate::runtime::docker::Hardening {
+        crate::runtime::docker::Hardening {
+            pids_limit: self.pids_limit,
+            log_max_size: self.log_max_size.clone(),
+            log_max_files: self.log_max_files,
+        }
+    }
+
     /// The probe of published ports (see `--probe-host`).
     pub fn probe(&self) -> crate::runtime::readiness::TcpProbe {
         crate::runtime::readiness::TcpProbe {
@@ -181,5 +216,38 @@ mod tests {
         );
         assert!(parse(&["--retention", "1m"]).is_err());
         assert!(parse(&["--retention", "soon"]).is_err());
+    }
+
+    #[test]
+    fn containers_are_confined_by_default_and_the_limits_are_checked() {
+        let parse = |args: &[&str]| {
+            WorkerConfig::try_parse_from([&["krane-worker"], args].concat()).map(|c| c.hardening())
+        };
+        assert_eq!(
+            parse(&[]).ok(),
+            Some(crate::runtime::docker::Hardening::default())
+        );
+        let set = parse(&[
+            "--pids-limit",
+            "64",
+            "--log-max-size",
+            "5m",
+            "--log-max-files",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!(
+            (set.pids_limit, set.log_max_size.as_str(), set.log_max_files),
+            (64, "5m", 2)
+        );
+        for bad in [
+            &["--pids-limit", "0"][..],
+            &["--log-max-size", "lots"],
+            &["--log-max-size", "10mm"],
+            &["--log-max-size", "0"],
+            &["--log-max-files", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

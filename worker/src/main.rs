@@ -83,6 +83,7 @@ async fn open_runtime(config: &WorkerConfig) -> anyhow::Result<Arc<dyn Container
     let runtime = DockerRuntime::connect(config.docker_host.as_deref(), auth, config.pull_timeout)
         .await
         .map_err(|error| anyhow::anyhow!("the Docker engine is not usable: {error}"))?
-        .with_probe(config.probe(), config.probe_interval);
+        .with_probe(config.probe(), config.probe_interval)
+        .with_hardening(config.hardening());
     Ok(Arc::new(Instrumented::new(runtime)))
 }

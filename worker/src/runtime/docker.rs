@@ -15,8 +15,8 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
+    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
@@ -41,10 +41,32 @@ pub struct RegistryAuth {
     pub server: Option<String>,
 }
 
+/// How gateway containers are confined, beyond their CPU and memory limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardening {
+    /// Most processes a container may run (`--pids-limit`): one fork bomb cannot take the host.
+    pub pids_limit: i64,
+    /// Size at which a container's log file is rotated (`--log-max-size`, e.g. `10m`).
+    pub log_max_size: String,
+    /// Log files kept per container (`--log-max-files`).
+    pub log_max_files: u32,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Self {
+            pids_limit: 256,
+            log_max_size: "10m".into(),
+            log_max_files: 3,
+        }
+    }
+}
+
 pub struct DockerRuntime {
     docker: Docker,
     auth: RegistryAuth,
     pull_timeout: Duration,
+    hardening: Hardening,
     readiness: Arc<ReadinessProbing>,
 }
 
@@ -170,6 +192,12 @@ impl DockerRuntime {
             .unwrap_or_default()
     }
 
+    /// Confines the containers it creates from now on as `hardening` says.
+    pub fn with_hardening(mut self, hardening: Hardening) -> Self {
+        self.hardening = hardening;
+        self
+    }
+
     /// Probes published ports at `probe` every `interval` (default: 127.0.0.1 every second,
     /// which suits a worker on the engine's own host; use the host's address on the network
     /// where ports are published when the worker runs elsewhere, e.g. in a container).
@@ -207,6 +235,7 @@ impl DockerRuntime {
             docker,
             auth,
             pull_timeout,
+            hardening: Hardening::default(),
             readiness: Arc::new(ReadinessProbing {
                 probe: TcpProbe {
                     host: "127.0.0.1".into(),
@@ -367,8 +396,24 @@ impl ContainerRuntime for DockerRuntime {
             }),
             nano_cpus: Some(container.nano_cpus),
             memory: Some(container.memory_bytes),
+            // Confined by default: no capability but binding low ports, a process limit,
+            // rotated logs, never privileged, no host mounts, no host network.
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges".into()]),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["NET_BIND_SERVICE".into()]),
+            pids_limit: Some(self.hardening.pids_limit),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), self.hardening.log_max_size.clone()),
+                    (
+                        "max-file".to_string(),
+                        self.hardening.log_max_files.to_string(),
+                    ),
+                ])),
+            }),
+            network_mode: Some("bridge".into()),
             ..Default::default()
         };
         let body = ContainerCreateBody {
