@@ -34,6 +34,12 @@ pub struct ApiConfig {
     #[arg(long, env = "KRANE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
+    /// Images Create and Update may ask for: `registry/repository` patterns, comma-separated
+    /// (`*` within a path segment, `**` across: `registry.example.com/unkey/*`). Others are
+    /// refused as invalid_argument naming the rule. Unset: any image.
+    #[arg(long, env = "KRANE_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 

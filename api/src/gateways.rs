@@ -26,6 +26,8 @@ use tracing::{info, warn};
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
+    /// The images Create and Update may ask for (checked before anything is stored).
+    pub images: std::sync::Arc<krane_core::images::ImagePolicy>,
     /// Fires when the API shuts down: open watches end (`unavailable`) so draining finishes.
     pub stop: CancellationToken,
 }
@@ -38,6 +40,7 @@ pub async fn create_gateway(
 ) -> Reply<CreateGatewayResponse> {
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
+    state.images.check(&spec.image).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
     // The common case, a gateway never seen before, is one conditional write and no read.
@@ -170,6 +173,7 @@ pub async fn update_gateway(
 ) -> Reply<UpdateGatewayResponse> {
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
+    state.images.check(&spec.image).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
     let written = write_from_log(&state, &key, |latest| match latest {

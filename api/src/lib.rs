@@ -43,6 +43,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub struct ApiOptions {
     /// When set, every call must carry `Authorization: Bearer <token>` ([`auth`]).
     pub auth_token: Option<String>,
+    /// The images Create and Update may ask for (`--allowed-images`; empty: any).
+    pub allowed_images: krane_core::images::ImagePolicy,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for ApiOptions {
         formatter
             .debug_struct("ApiOptions")
             .field("auth_token", &token)
+            .field("allowed_images", &self.allowed_images)
             .finish()
     }
 }
@@ -76,6 +79,7 @@ pub async fn serve(
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
         .with_state(gateways::ApiState {
+            images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),
             stop: stop.clone(),
         })

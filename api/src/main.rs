@@ -57,8 +57,11 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
+    let allowed_images = krane_core::images::ImagePolicy::new(&config.allowed_images)
+        .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
     let options = krane_api::ApiOptions {
         auth_token: config.auth_token,
+        allowed_images,
     };
     krane_api::serve(listener, store, options, stop).await?;
     info!("krane-api stopped");

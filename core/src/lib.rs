@@ -12,11 +12,13 @@
 //! - [`placement`]: which live host runs which replica (pure).
 //! - [`rollout`]: update policies, the spec an update returns to, and the judgement of an
 //!   update in progress (pure).
+//! - [`images`]: the image policy (`--allowed-images`): which images krane runs at all.
 //! - [`codec`]: the one JSON encoding of everything stored.
 
 pub mod codec;
 pub mod command;
 pub mod event;
+pub mod images;
 pub mod names;
 pub mod placement;
 pub mod record;

@@ -25,6 +25,7 @@ async fn api_with_token(krane: &Krane) -> (SocketAddr, CancellationToken, JoinHa
     let stop = CancellationToken::new();
     let options = ApiOptions {
         auth_token: Some(TOKEN.to_string()),
+        ..Default::default()
     };
     let api = tokio::spawn({
         let log = krane.store.clone();

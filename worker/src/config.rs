@@ -103,6 +103,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_LOG_MAX_FILES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub log_max_files: u32,
 
+    /// Images this worker runs (the API's `--allowed-images`, checked again for commands that
+    /// did not come through it): a command for another image is FAILED with the rule's reason.
+    #[arg(long, env = "KRANE_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+
     /// Registry user for pulling missing images.
     #[arg(long, env = "KRANE_REGISTRY_USERNAME")]
     pub registry_username: Option<String>,

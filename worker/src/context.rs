@@ -6,6 +6,7 @@ use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
 use crate::runtime::ContainerRuntime;
+use krane_core::images::ImagePolicy;
 use krane_store::Store;
 use std::sync::Arc;
 
@@ -22,4 +23,6 @@ pub struct Worker {
     pub hosts: HostsView,
     /// Every gateway record, kept by a watch of the gateways bucket (for scans only).
     pub records: RecordIndex,
+    /// The images this worker runs (`--allowed-images`).
+    pub images: Arc<ImagePolicy>,
 }

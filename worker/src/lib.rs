@@ -59,7 +59,10 @@ pub async fn run(
         // Not fatal: heartbeats still work with the bucket's current timeout.
         tracing::warn!(%error, "cannot set the host timeout on the hosts bucket");
     }
+    let images = krane_core::images::ImagePolicy::new(&config.allowed_images)
+        .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
     let worker = Worker {
+        images: Arc::new(images),
         store,
         runtime,
         host: HostIdentity {

@@ -340,7 +340,17 @@ impl Reconciler {
         if !actions.iter().any(Action::creates) {
             return (actions, BTreeMap::new());
         }
-        let Err(error) = self.worker.runtime.ensure_image(&spec.image).await else {
+        // A command that did not come through the API's image policy is refused here too.
+        let allowed = self.worker.images.check(&spec.image).map_err(|refusal| {
+            RuntimeError::ImageUnavailable {
+                image: spec.image.clone(),
+                reason: refusal.message,
+            }
+        });
+        let Err(error) = (match allowed {
+            Ok(()) => self.worker.runtime.ensure_image(&spec.image).await,
+            refused => refused,
+        }) else {
             return (actions, BTreeMap::new());
         };
         warn!(%error, "image not available; only removals and starts go ahead");

@@ -50,6 +50,7 @@ impl Setup {
             },
             hosts: HostsView::new(Duration::from_secs(15)),
             records: RecordIndex::default(),
+            images: Arc::default(),
         };
         Reconciler::new(worker, 4, rollout_timeout)
     }
