@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use krane_core::names::{self, GatewayKey};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 /// Log lines of an exiting container carried in its reason.
@@ -113,7 +113,7 @@ impl DockerRuntime {
                 }
                 _ => readiness::from_health(health, ""),
             }
-            .unwrap_or(self.probed(&container.name, port).await),
+            .unwrap_or(self.probed(container, port).await),
             (ContainerState::Running, None) => return Readiness::Starting(String::new()),
             (ContainerState::Restarting | ContainerState::Exited | ContainerState::Dead, _) => {
                 Readiness::Starting(String::new())
@@ -129,12 +129,13 @@ impl DockerRuntime {
         }
     }
 
-    async fn probed(&self, name: &str, port: u16) -> Readiness {
-        let outcome = match self.readiness.board.get(name, port) {
+    async fn probed(&self, container: &ObservedContainer, port: u16) -> Readiness {
+        let board = &self.readiness.board;
+        let outcome = match board.get(&container.name, port) {
             Some(outcome) => outcome,
             None => {
                 let outcome = self.readiness.probe.serves(port).await;
-                self.readiness.board.record(name, port, outcome.clone());
+                board.record(&container.name, port, &container.gateway, outcome.clone());
                 outcome
             }
         };
@@ -509,19 +510,44 @@ async fn list(docker: &Docker, labels: Vec<String>) -> Result<Vec<Listed>, Runti
 const PROBE_PARALLELISM: usize = 64;
 
 /// Every `interval`, probes the published port of each running container in `labels` that
-/// has no health check, and yields the gateways of those whose answer changed.
+/// has no health check, and in between, every [`readiness::STARTING_PROBE`], those that did
+/// not serve at their last probe; yields the gateways of those whose answer changed.
 fn probe_changes(
     docker: Docker,
     labels: Vec<String>,
     probing: Arc<ReadinessProbing>,
 ) -> impl futures::Stream<Item = GatewayKey> + Send + 'static {
-    futures::stream::unfold((docker, labels, probing), |state| async move {
-        let (docker, labels, probing) = state;
-        tokio::time::sleep(probing.interval).await;
-        let changed = probe_round(&docker, &labels, &probing).await;
-        Some((futures::stream::iter(changed), (docker, labels, probing)))
+    let tick = readiness::STARTING_PROBE.min(probing.interval);
+    let start = (docker, labels, probing, Instant::now());
+    futures::stream::unfold(start, move |state| async move {
+        let (docker, labels, probing, mut last_round) = state;
+        tokio::time::sleep(tick).await;
+        let changed = if last_round.elapsed() >= probing.interval {
+            last_round = Instant::now();
+            probe_round(&docker, &labels, &probing).await
+        } else {
+            probe_not_serving(&probing).await
+        };
+        let state = (docker, labels, probing, last_round);
+        Some((futures::stream::iter(changed), state))
     })
     .flatten()
+}
+
+/// Probes again the containers that did not serve at their last probe.
+async fn probe_not_serving(probing: &ReadinessProbing) -> Vec<GatewayKey> {
+    futures::stream::iter(probing.board.not_serving())
+        .map(|(name, port, gateway)| async move {
+            let outcome = probing.probe.serves(port).await;
+            probing
+                .board
+                .record(&name, port, &gateway, outcome)
+                .then_some(gateway)
+        })
+        .buffer_unordered(PROBE_PARALLELISM)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 async fn probe_round(
@@ -551,7 +577,7 @@ async fn probe_round(
             let outcome = probing.probe.serves(port).await;
             probing
                 .board
-                .record(&container.name, port, outcome)
+                .record(&container.name, port, &container.gateway, outcome)
                 .then_some(container.gateway)
         })
         .buffer_unordered(PROBE_PARALLELISM)

@@ -8,10 +8,11 @@
 //!   port proxy, which accepts every connection and closes it at once when nothing listens
 //!   behind it.
 //! - [`ProbeBoard`]: the last probe of each container, kept by the runtime's change stream
-//!   (a probe of every running container every interval), so listings read it instead of
-//!   probing on every reconcile.
+//!   (a probe of every running container every interval, and of those not serving yet every
+//!   [`STARTING_PROBE`]), so listings read it instead of probing on every reconcile.
 
 use super::Readiness;
+use krane_core::names::GatewayKey;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -126,31 +127,62 @@ impl TcpProbe {
     }
 }
 
+/// How often a container that does not serve yet is probed again, so one that starts serving
+/// is RUNNING within a fraction of a second (those serving are probed every `--probe-interval`).
+pub const STARTING_PROBE: Duration = Duration::from_millis(200);
+
 /// What a probe said: serving, or why not.
 pub type Probed = Result<(), String>;
+
+/// The last probe of a container.
+struct LastProbe {
+    port: u16,
+    gateway: GatewayKey,
+    outcome: Probed,
+}
 
 /// The last probe of each container (by name): the port probed and what it said.
 #[derive(Default)]
 pub struct ProbeBoard {
-    probes: Mutex<HashMap<String, (u16, Probed)>>,
+    probes: Mutex<HashMap<String, LastProbe>>,
 }
 
 impl ProbeBoard {
     /// The last probe of `name` on `port`, if there is one.
     pub fn get(&self, name: &str, port: u16) -> Option<Probed> {
         let probes = self.probes.lock().ok()?;
-        let (probed_port, outcome) = probes.get(name)?;
-        (*probed_port == port).then(|| outcome.clone())
+        let last = probes.get(name)?;
+        (last.port == port).then(|| last.outcome.clone())
     }
 
-    /// Records a probe; true when it says something else than the one before (or is the
-    /// first).
-    pub fn record(&self, name: &str, port: u16, outcome: Probed) -> bool {
+    /// Records a probe of `name` (a container of `gateway`); true when it says something else
+    /// than the one before (or is the first).
+    pub fn record(&self, name: &str, port: u16, gateway: &GatewayKey, outcome: Probed) -> bool {
         let Ok(mut probes) = self.probes.lock() else {
             return false;
         };
-        let previous = probes.insert(name.to_string(), (port, outcome.clone()));
-        !matches!(previous, Some((p, ref before)) if p == port && before.is_ok() == outcome.is_ok())
+        let serves = outcome.is_ok();
+        let last = LastProbe {
+            port,
+            gateway: gateway.clone(),
+            outcome,
+        };
+        let previous = probes.insert(name.to_string(), last);
+        !previous.is_some_and(|before| before.port == port && before.outcome.is_ok() == serves)
+    }
+
+    /// The containers whose last probe said they do not serve: name, port, gateway.
+    pub fn not_serving(&self) -> Vec<(String, u16, GatewayKey)> {
+        self.probes
+            .lock()
+            .map(|probes| {
+                probes
+                    .iter()
+                    .filter(|(_, last)| last.outcome.is_err())
+                    .map(|(name, last)| (name.clone(), last.port, last.gateway.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Forgets every container not in `names` (removed ones).
@@ -212,9 +244,15 @@ mod tests {
     #[test]
     fn the_board_tells_when_a_probe_changes_its_answer() {
         let board = ProbeBoard::default();
-        assert!(board.record("c", 30000, Err("refused".into())));
-        assert!(!board.record("c", 30000, Err("closes at once".into())));
-        assert!(board.record("c", 30000, Ok(())));
+        let gateway = GatewayKey::new("ns", "gw");
+        assert!(board.record("c", 30000, &gateway, Err("refused".into())));
+        assert!(!board.record("c", 30000, &gateway, Err("closes at once".into())));
+        assert_eq!(
+            board.not_serving(),
+            vec![("c".to_string(), 30000, gateway.clone())]
+        );
+        assert!(board.record("c", 30000, &gateway, Ok(())));
+        assert!(board.not_serving().is_empty());
         assert_eq!(board.get("c", 30000), Some(Ok(())));
         assert_eq!(
             board.get("c", 30001),
