@@ -147,15 +147,18 @@ pub enum Verdict {
     Idle,
     /// Every replica serves the new template: the update is done.
     Done,
-    /// Replicas of the new template are on their way.
-    InProgress,
+    /// Replicas are on their way to the new template; `starting` is the lowest replica that
+    /// runs the new template but does not serve yet (the one the monitor window applies to),
+    /// `None` while the next replica waits for its turn.
+    InProgress { starting: Option<u32> },
     /// A replica of the new template failed: the update failed now.
     Failed(String),
 }
 
 /// Judges the update of the record's intent. `Failed` as soon as a replica of the new
-/// template is FAILED on its host; the caller turns a lasting `InProgress` into a failure once
-/// the monitor window has passed (see [`not_serving_reason`]).
+/// template is FAILED on its host; the caller turns an `InProgress` whose `starting` replica
+/// has not served for the monitor window into a failure (see [`not_serving_reason`]). A
+/// replica still on the previous template, waiting for its turn, never counts against it.
 pub fn verdict(record: &GatewayRecord) -> Verdict {
     let Some((spec, rollout)) = record.intent.spec().zip(record.intent.rollout()) else {
         return Verdict::Idle;
@@ -165,6 +168,7 @@ pub fn verdict(record: &GatewayRecord) -> Verdict {
     }
     let template = spec.template();
     let mut all_serving = true;
+    let mut starting = None;
     for replica in 0..spec.replicas {
         match on_template(record, replica, &template) {
             Some(seen) if seen.state == ObservedState::Failed => {
@@ -174,13 +178,17 @@ pub fn verdict(record: &GatewayRecord) -> Verdict {
                 ));
             }
             Some(seen) if seen.state == ObservedState::Running => {}
-            _ => all_serving = false,
+            Some(_) => {
+                all_serving = false;
+                starting = starting.or(Some(replica));
+            }
+            None => all_serving = false,
         }
     }
     if all_serving {
         Verdict::Done
     } else {
-        Verdict::InProgress
+        Verdict::InProgress { starting }
     }
 }
 
@@ -327,7 +335,10 @@ mod tests {
         let record =
             GatewayRecord::apply_event(record, 2, &seen(1, &old, ObservedState::Running, ""));
         let in_progress = record.clone().expect("record");
-        assert_eq!(verdict(&in_progress), Verdict::InProgress);
+        assert_eq!(
+            verdict(&in_progress),
+            Verdict::InProgress { starting: Some(0) }
+        );
         assert_eq!(
             not_serving_reason(&in_progress),
             "replica 0 of img:2 not serving within 30s: starting"
@@ -344,6 +355,11 @@ mod tests {
         );
         let record =
             GatewayRecord::apply_event(record, 4, &seen(0, &new, ObservedState::Running, ""));
+        // Replica 1 waits for its turn on the old template: nothing is starting.
+        assert_eq!(
+            verdict(&record.clone().expect("record")),
+            Verdict::InProgress { starting: None }
+        );
         let record =
             GatewayRecord::apply_event(record, 5, &seen(1, &new, ObservedState::Running, ""));
         assert_eq!(verdict(&record.expect("record")), Verdict::Done);

@@ -6,7 +6,7 @@ use super::plan::Desired;
 use krane_core::names::GatewayKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Gateways remembered at most per map; a full map is cleared (forgetting is harmless).
 const MAX_GATEWAYS: usize = 100_000;
@@ -63,6 +63,42 @@ impl ConvergedAt {
     }
 }
 
+/// Per gateway in an update, since when the replica of the new template that does not serve
+/// yet has been seen so (the update's monitor window runs from then).
+#[derive(Default)]
+pub struct UpdateMonitor {
+    starting: Mutex<HashMap<GatewayKey, (u32, Instant)>>,
+}
+
+impl UpdateMonitor {
+    /// How long `starting` (the gateway's replica of the new template that does not serve) has
+    /// been seen not serving; zero, and the clock reset, when it is another replica or none.
+    pub fn not_serving_for(&self, key: &GatewayKey, starting: Option<u32>) -> Duration {
+        let Ok(mut map) = self.starting.lock() else {
+            return Duration::ZERO;
+        };
+        let Some(replica) = starting else {
+            map.remove(key);
+            return Duration::ZERO;
+        };
+        if map.len() >= MAX_GATEWAYS {
+            map.clear();
+        }
+        let now = Instant::now();
+        let since = map.entry(key.clone()).or_insert((replica, now));
+        if since.0 != replica {
+            *since = (replica, now);
+        }
+        now.saturating_duration_since(since.1)
+    }
+
+    pub fn forget(&self, key: &GatewayKey) {
+        if let Ok(mut map) = self.starting.lock() {
+            map.remove(key);
+        }
+    }
+}
+
 /// Per gateway, when its rolling update started waiting for another replica (and has not
 /// moved since), so a wait that lasts past `--rollout-timeout` can be given up.
 #[derive(Default)]
@@ -88,5 +124,31 @@ impl RolloutWaits {
         if let Ok(mut since) = self.since.lock() {
             since.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_window_follows_the_replica_being_replaced() {
+        let monitor = UpdateMonitor::default();
+        let key = GatewayKey::new("ns", "gw");
+        assert_eq!(monitor.not_serving_for(&key, Some(0)), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(monitor.not_serving_for(&key, Some(0)) >= Duration::from_millis(20));
+        assert_eq!(
+            monitor.not_serving_for(&key, Some(1)),
+            Duration::ZERO,
+            "the next replica starts its own window"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(monitor.not_serving_for(&key, None), Duration::ZERO);
+        assert_eq!(
+            monitor.not_serving_for(&key, Some(1)),
+            Duration::ZERO,
+            "waiting for a turn in between started it anew"
+        );
     }
 }

@@ -37,7 +37,7 @@ use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::StoreError;
-use memory::{Converged, ConvergedAt, GatewayLocks, RolloutWaits};
+use memory::{Converged, ConvergedAt, GatewayLocks, RolloutWaits, UpdateMonitor};
 use plan::{Action, Desired};
 use report::failures_to_report;
 use std::collections::BTreeMap;
@@ -91,6 +91,8 @@ pub struct Reconciler {
     /// The command each gateway last converged at here (see [`Self::reconcile_command`]).
     converged_at: ConvergedAt,
     rollout_waits: RolloutWaits,
+    /// How long the replica being replaced by an update has not served.
+    update_monitor: UpdateMonitor,
     /// Replicas created (or removed) at once.
     parallelism: usize,
     /// Longest wait of a rolling update for its turn before the reconcile gives up for now.
@@ -104,6 +106,7 @@ impl Reconciler {
             locks: GatewayLocks::default(),
             converged_at: ConvergedAt::default(),
             rollout_waits: RolloutWaits::default(),
+            update_monitor: UpdateMonitor::default(),
             parallelism: parallelism.max(1),
             rollout_timeout,
         }

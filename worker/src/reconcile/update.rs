@@ -22,7 +22,11 @@ impl Reconciler {
         seq: u64,
         record: &GatewayRecord,
     ) -> Result<Option<Outcome>, ReconcileError> {
-        let failure = match rollout::verdict(record) {
+        let verdict = rollout::verdict(record);
+        if !matches!(verdict, Verdict::InProgress { .. }) {
+            self.update_monitor.forget(key);
+        }
+        let failure = match verdict {
             Verdict::Idle => return Ok(None),
             Verdict::Done => {
                 self.write_after_update(key, seq, done(&record.intent))
@@ -30,14 +34,16 @@ impl Reconciler {
                 return Ok(None);
             }
             Verdict::Failed(reason) => reason,
-            Verdict::InProgress => {
+            Verdict::InProgress { starting } => {
                 let monitor = record
                     .intent
                     .rollout()
                     .map_or(rollout::DEFAULT_MONITOR_SECONDS, |rollout| {
                         rollout.policy.monitor_seconds
                     });
-                let waited = self.rollout_waits.waiting_since(key).elapsed();
+                // The window runs while one replica of the new template does not serve; it
+                // starts again for the next one.
+                let waited = self.update_monitor.not_serving_for(key, starting);
                 if waited < Duration::from_secs(u64::from(monitor)) {
                     return Ok(Some(Outcome::Requeue {
                         after: ROLLOUT_POLL,
