@@ -106,14 +106,15 @@ impl DockerRuntime {
     /// restarted, or that exited, is failing with its exit code and last log lines.
     async fn assess(&self, container: &ObservedContainer, health: Health) -> Readiness {
         let readiness = match (container.state, container.host_port) {
+            // The health check decides where the image has one; the port probe otherwise.
             (ContainerState::Running, Some(port)) => match health {
+                Health::None => self.probed(container, port).await,
                 Health::Unhealthy => {
                     let output = self.last_health_output(&container.name).await;
-                    readiness::from_health(health, &output)
+                    readiness::from_health(health, &output).unwrap_or(Readiness::Ready)
                 }
-                _ => readiness::from_health(health, ""),
-            }
-            .unwrap_or(self.probed(container, port).await),
+                _ => readiness::from_health(health, "").unwrap_or(Readiness::Ready),
+            },
             (ContainerState::Running, None) => return Readiness::Starting(String::new()),
             (ContainerState::Restarting | ContainerState::Exited | ContainerState::Dead, _) => {
                 Readiness::Starting(String::new())
