@@ -37,7 +37,13 @@ impl Records {
     fn put(&mut self, key: String, record: Arc<GatewayRecord>) {
         self.remove(&key);
         for host in hosts_named_by(&record) {
-            *self.named.entry(host.to_string()).or_default() += 1;
+            // Most puts name hosts already counted: no new key to allocate.
+            match self.named.get_mut(host) {
+                Some(count) => *count += 1,
+                None => {
+                    self.named.insert(host.to_string(), 1);
+                }
+            }
         }
         if record.intent.has_unplaced() {
             self.unplaced.insert(key.clone());

@@ -107,14 +107,16 @@ impl DockerRuntime {
     async fn assess(&self, container: &ObservedContainer, health: Health) -> Readiness {
         let readiness = match (container.state, container.host_port) {
             // The health check decides where the image has one; the port probe otherwise.
-            (ContainerState::Running, Some(port)) => match health {
-                Health::None => self.probed(container, port).await,
-                Health::Unhealthy => {
-                    let output = self.last_health_output(&container.name).await;
-                    readiness::from_health(health, &output).unwrap_or(Readiness::Ready)
+            (ContainerState::Running, Some(port)) => {
+                let output = match health {
+                    Health::Unhealthy => self.last_health_output(&container.name).await,
+                    _ => String::new(),
+                };
+                match readiness::from_health(health, &output) {
+                    Some(readiness) => readiness,
+                    None => self.probed(container, port).await,
                 }
-                _ => readiness::from_health(health, "").unwrap_or(Readiness::Ready),
-            },
+            }
             (ContainerState::Running, None) => return Readiness::Starting(String::new()),
             (ContainerState::Restarting | ContainerState::Exited | ContainerState::Dead, _) => {
                 Readiness::Starting(String::new())
