@@ -29,6 +29,13 @@ pub struct ApiConfig {
     )]
     pub auth_token: Option<String>,
 
+    /// Scoped credentials: a TOML file of bearer tokens (and client-certificate identities),
+    /// each with the namespaces it may use (exact or glob) and `read-only` or `read-write`
+    /// access (README, "Security"). Reloaded on SIGHUP; a file that does not load then leaves
+    /// the credentials in force.
+    #[arg(long, env = "KRANE_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<std::path::PathBuf>,
+
     /// Serve without authentication on a non-loopback address: anyone who reaches the port
     /// can run containers on every Docker host the workers drive. Logged as a warning.
     #[arg(long, env = "KRANE_ALLOW_UNAUTHENTICATED")]

@@ -4,6 +4,7 @@
 //! (PENDING or TERMINATING instances). Get and List only read records (Watch is in the `watch`
 //! module).
 
+use crate::auth::{Caller, Operation};
 use crate::convert;
 use crate::errors::{invalid, storage};
 use axum::extract::State;
@@ -36,8 +37,10 @@ type Reply<T> = Result<ConnectResponse<T>, ConnectError>;
 
 pub async fn create_gateway(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<CreateGatewayRequest>,
 ) -> Reply<CreateGatewayResponse> {
+    may_write(&caller, request.gateway.as_ref())?;
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
     state.images.check(&spec.image).map_err(invalid)?;
@@ -95,8 +98,10 @@ pub async fn create_gateway(
 
 pub async fn get_gateway(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<GetGatewayRequest>,
 ) -> Reply<GetGatewayResponse> {
+    caller.may(Operation::Read, &request.namespace)?;
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
     let stored = state.store.load_record(&key).await.map_err(storage)?;
@@ -115,8 +120,10 @@ pub async fn get_gateway(
 /// The gateways of a namespace that are not deleted, ordered by id.
 pub async fn list_gateways(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<ListGatewaysRequest>,
 ) -> Reply<ListGatewaysResponse> {
+    caller.may(Operation::Read, &request.namespace)?;
     validate_namespace(&request.namespace).map_err(invalid)?;
     crate::rpc_telemetry::namespace(&request.namespace);
     let records = state
@@ -132,6 +139,18 @@ pub async fn list_gateways(
     Ok(ConnectResponse::new(ListGatewaysResponse { gateways }))
 }
 
+/// The caller may write the namespace a Create or Update names, as given (checked before the
+/// request is validated). A request without a gateway names none and is refused as invalid.
+fn may_write(
+    caller: &Caller,
+    gateway: Option<&krane_proto::krane::v1::GatewayRequest>,
+) -> Result<(), crate::auth::grant::Denied> {
+    match gateway {
+        Some(gateway) => caller.may(Operation::Write, &gateway.namespace),
+        None => Ok(()),
+    }
+}
+
 fn summary(record: &GatewayRecord) -> GatewaySummary {
     GatewaySummary {
         namespace: record.namespace.clone(),
@@ -145,8 +164,10 @@ fn summary(record: &GatewayRecord) -> GatewaySummary {
 
 pub async fn delete_gateway(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<DeleteGatewayRequest>,
 ) -> Reply<DeleteGatewayResponse> {
+    caller.may(Operation::Write, &request.namespace)?;
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
     let written = write_from_log(&state, &key, |latest| match latest {
@@ -169,8 +190,10 @@ pub async fn delete_gateway(
 /// time. Answers with the instance ids the gateway will have.
 pub async fn update_gateway(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<UpdateGatewayRequest>,
 ) -> Reply<UpdateGatewayResponse> {
+    may_write(&caller, request.gateway.as_ref())?;
     let spec = convert::spec_from_request(request.gateway.as_ref()).map_err(invalid)?;
     let policy = convert::policy_from_request(request.gateway.as_ref()).map_err(invalid)?;
     state.images.check(&spec.image).map_err(invalid)?;

@@ -7,7 +7,7 @@
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
 //! - [`errors`]: how validation and storage failures become Connect/gRPC codes.
 //! - [`config`]: command-line flags and environment variables.
-//! - [`auth`]: optional bearer-token authentication of every call.
+//! - [`auth`]: who may call (bearer tokens, client certificates) and what they may do.
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
 //! - [`rpc_telemetry`]: the span and the metrics of every call.
@@ -41,8 +41,11 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How the API is served, beyond where and on what.
 #[derive(Clone, Default)]
 pub struct ApiOptions {
-    /// When set, every call must carry `Authorization: Bearer <token>` ([`auth`]).
+    /// When set, every call must carry `Authorization: Bearer <token>` ([`auth`]); this token
+    /// may do everything.
     pub auth_token: Option<String>,
+    /// Scoped tokens and client identities (`--auth-tokens-file`), reloaded on SIGHUP.
+    pub auth_tokens_file: Option<std::path::PathBuf>,
     /// The images Create and Update may ask for (`--allowed-images`; empty: any).
     pub allowed_images: krane_core::images::ImagePolicy,
 }
@@ -53,6 +56,7 @@ impl std::fmt::Debug for ApiOptions {
         formatter
             .debug_struct("ApiOptions")
             .field("auth_token", &token)
+            .field("auth_tokens_file", &self.auth_tokens_file)
             .field("allowed_images", &self.allowed_images)
             .finish()
     }
@@ -65,12 +69,14 @@ pub async fn serve(
     options: ApiOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let auth = options
-        .auth_token
-        .as_deref()
-        .map(auth::BearerAuth::new)
-        .transpose()?
-        .map(Arc::new);
+    let authenticator = auth::Authenticator::new(auth::AuthSettings {
+        auth_token: options.auth_token.clone(),
+        tokens_file: options.auth_tokens_file.clone(),
+        client_certificates: false,
+    })?;
+    if let Some(authenticator) = authenticator.as_ref().filter(|a| a.reloads()) {
+        auth::reload_on_hangup(authenticator.clone(), stop.clone())?;
+    }
     let (connect_router, grpc_service) = GatewayServiceTonicCompatibleBuilder::new()
         .create_gateway(gateways::create_gateway)
         .get_gateway(gateways::get_gateway)
@@ -104,16 +110,26 @@ pub async fn serve(
         .add_grpc_service(grpc_web().service(reflection))
         .build();
     // Outermost first: span and metrics, credentials, the body check, Connect/gRPC dispatch.
+    let authenticated = authenticator.is_some();
+    let (checked, open) = match authenticator {
+        Some(authenticator) => (
+            Some(axum::middleware::from_fn_with_state(
+                authenticator,
+                auth::authenticate,
+            )),
+            None,
+        ),
+        None => (None, Some(axum::middleware::from_fn(auth::let_everyone_in))),
+    };
     let service = tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn(rpc_telemetry::trace_rpc))
-        .option_layer(
-            auth.map(|auth| axum::middleware::from_fn_with_state(auth, auth::require_bearer)),
-        )
+        .option_layer(checked)
+        .option_layer(open)
         .layer(axum::middleware::from_fn(decode::check_request_body))
         .service(service);
     info!(
         address = %listener.local_addr()?,
-        authenticated = options.auth_token.is_some(),
+        authenticated,
         "krane-api listening (Connect + gRPC)"
     );
     axum::serve(listener, tower::make::Shared::new(service))

@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let open = krane_api::config::check_exposure(
         config.listen,
-        config.auth_token.is_some(),
+        config.auth_token.is_some() || config.auth_tokens_file.is_some(),
         config.allow_unauthenticated,
     )
     .map_err(|refusal| anyhow::anyhow!(refusal))?;
@@ -61,6 +61,7 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
     let options = krane_api::ApiOptions {
         auth_token: config.auth_token,
+        auth_tokens_file: config.auth_tokens_file,
         allowed_images,
     };
     krane_api::serve(listener, store, options, stop).await?;

@@ -1,5 +1,5 @@
 //! What the API tells operators about each GatewayService call, in front of everything else
-//! (so calls refused for credentials or bodies count too): a `rpc` span (fields `rpc`,
+//! (so calls refused for credentials or bodies count too): a `rpc` span (fields `rpc`, `caller`,
 //! `namespace`, `gateway`, `code`; a child of the caller's `traceparent`, if any, and the parent
 //! of the command it stores), and the metrics `krane_api_calls_total{rpc,code}` and
 //! `krane_api_call_duration_seconds{rpc}`. Handlers add the gateway with [`gateway`].
@@ -106,6 +106,11 @@ pub fn namespace(namespace: &str) {
     Span::current().record("namespace", namespace);
 }
 
+/// Records who the call's caller is (its credentials' name, never a token) on the call's span.
+pub fn caller(name: &str) {
+    Span::current().record("caller", name);
+}
+
 /// Middleware (`axum::middleware::from_fn`) around every call.
 pub async fn trace_rpc(request: Request, next: Next) -> Response {
     let Some(rpc) = method_of(request.uri().path()) else {
@@ -116,6 +121,7 @@ pub async fn trace_rpc(request: Request, next: Next) -> Response {
         otel.name = %format_args!("krane.v1.GatewayService/{rpc}"),
         otel.kind = "server",
         rpc,
+        caller = Empty,
         namespace = Empty,
         gateway = Empty,
         code = Empty,

@@ -7,6 +7,7 @@
 //! revision, so no change falls between the two. When the API shuts down or NATS breaks the
 //! watch, the stream ends with `unavailable` (watch again), never as if the gateway were gone.
 
+use crate::auth::{Caller, Operation};
 use crate::convert;
 use crate::errors::{invalid, storage};
 use crate::gateways::ApiState;
@@ -25,9 +26,11 @@ type Update = Result<WatchGatewayResponse, ConnectError>;
 
 pub async fn watch_gateway(
     State(state): State<ApiState>,
+    caller: Caller,
     ConnectRequest(request): ConnectRequest<WatchGatewayRequest>,
 ) -> Result<ConnectResponse<StreamBody<impl Stream<Item = Update> + Send + 'static>>, ConnectError>
 {
+    caller.may(Operation::Read, &request.namespace)?;
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
     let stored = state.store.load_record(&key).await.map_err(storage)?;

@@ -42,6 +42,7 @@ pub struct RpcError {
 
 pub const INVALID_ARGUMENT: i32 = 3;
 pub const NOT_FOUND: i32 = 5;
+pub const PERMISSION_DENIED: i32 = 7;
 pub const UNAVAILABLE: i32 = 14;
 pub const UNAUTHENTICATED: i32 = 16;
 
@@ -79,7 +80,7 @@ impl TestClient {
         }
     }
 
-    /// The same client, sending `Authorization: Bearer <token>` (Connect protocols).
+    /// The same client, sending `Authorization: Bearer <token>` with every call.
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
         self
@@ -101,6 +102,18 @@ impl TestClient {
         builder.build().expect("build the Connect client")
     }
 
+    /// A gRPC request carrying the client's token, if any.
+    fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .expect("a token is a valid metadata value");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
     async fn grpc(&self) -> GrpcClient<tonic::transport::Channel> {
         GrpcClient::connect(self.base_url.clone())
             .await
@@ -116,7 +129,7 @@ impl TestClient {
             Protocol::Grpc => Ok(self
                 .grpc()
                 .await
-                .create_gateway(request)
+                .create_gateway(self.grpc_request(request))
                 .await?
                 .into_inner()),
             _ => Ok(self.connect().create_gateway(&request).await?.into_inner()),
@@ -131,7 +144,7 @@ impl TestClient {
             Protocol::Grpc => Ok(self
                 .grpc()
                 .await
-                .update_gateway(request)
+                .update_gateway(self.grpc_request(request))
                 .await?
                 .into_inner()),
             _ => Ok(self.connect().update_gateway(&request).await?.into_inner()),
@@ -148,7 +161,12 @@ impl TestClient {
             gateway_id: gateway_id.into(),
         };
         match self.protocol {
-            Protocol::Grpc => Ok(self.grpc().await.get_gateway(request).await?.into_inner()),
+            Protocol::Grpc => Ok(self
+                .grpc()
+                .await
+                .get_gateway(self.grpc_request(request))
+                .await?
+                .into_inner()),
             _ => Ok(self.connect().get_gateway(&request).await?.into_inner()),
         }
     }
@@ -158,7 +176,12 @@ impl TestClient {
             namespace: namespace.into(),
         };
         match self.protocol {
-            Protocol::Grpc => Ok(self.grpc().await.list_gateways(request).await?.into_inner()),
+            Protocol::Grpc => Ok(self
+                .grpc()
+                .await
+                .list_gateways(self.grpc_request(request))
+                .await?
+                .into_inner()),
             _ => Ok(self.connect().list_gateways(&request).await?.into_inner()),
         }
     }
@@ -212,7 +235,12 @@ impl TestClient {
         request: WatchGatewayRequest,
         sender: &mpsc::UnboundedSender<Result<WatchGatewayResponse, RpcError>>,
     ) -> Result<(), RpcError> {
-        let mut updates = self.grpc().await.watch_gateway(request).await?.into_inner();
+        let mut updates = self
+            .grpc()
+            .await
+            .watch_gateway(self.grpc_request(request))
+            .await?
+            .into_inner();
         while let Some(update) = updates.message().await? {
             if sender.send(Ok(update)).is_err() {
                 break;
@@ -230,7 +258,7 @@ impl TestClient {
             Protocol::Grpc => self
                 .grpc()
                 .await
-                .delete_gateway(request)
+                .delete_gateway(self.grpc_request(request))
                 .await
                 .map(|_| ())?,
             _ => self.connect().delete_gateway(&request).await.map(|_| ())?,

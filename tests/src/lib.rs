@@ -96,6 +96,27 @@ impl Krane {
         }
     }
 
+    /// Another API on this test's NATS, served with `options` on a free loopback port until
+    /// the returned token is cancelled (or the harness stops).
+    pub async fn serve_api(
+        &self,
+        options: krane_api::ApiOptions,
+    ) -> (SocketAddr, CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port for the API");
+        let address = listener.local_addr().expect("API address");
+        let stop = self.stop.child_token();
+        let store = self.store.clone();
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = krane_api::serve(listener, store, options, serving).await {
+                panic!("the API stopped with an error: {error:#}");
+            }
+        });
+        (address, stop)
+    }
+
     /// The `krane-worker` binary as a process on this test's NATS and host id.
     pub fn worker_process(&self, extra_args: &[&str]) -> process::ServiceProcess {
         let mut args: Vec<String> = [
