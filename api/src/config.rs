@@ -47,12 +47,44 @@ pub struct ApiConfig {
     #[arg(long, env = "KRANE_ALLOWED_IMAGES", value_delimiter = ',')]
     pub allowed_images: Vec<String>,
 
+    /// Serve HTTPS (HTTP/1.1 and h2 by ALPN) with this PEM certificate chain; needs
+    /// `--tls-key`.
+    #[arg(long, env = "KRANE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "KRANE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: client certificates must chain to these PEM CA certificates. A verified
+    /// certificate authenticates its caller (as the credentials file's `[[clients]]` say, or
+    /// with full access when there is no file); callers without one need a bearer token.
+    #[arg(long, env = "KRANE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KRANE_LOG_JSON")]
     pub log_json: bool,
+}
+
+impl ApiConfig {
+    /// HTTPS settings, when `--tls-cert` and `--tls-key` are given.
+    pub fn tls(&self) -> Option<crate::tls::TlsSettings> {
+        Some(crate::tls::TlsSettings {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Whether anything authenticates callers: a token, a credentials file or client
+    /// certificates.
+    pub fn authenticates(&self) -> bool {
+        self.auth_token.is_some() || self.auth_tokens_file.is_some() || self.tls_client_ca.is_some()
+    }
 }
 
 /// Whether serving on `listen` is allowed with or without a token: `Err` says why not and what
@@ -70,7 +102,8 @@ pub fn check_exposure(
     }
     Err(format!(
         "refusing to serve on {listen} without authentication: anyone who reaches it could run \
-         containers on every Docker host; set --auth-token (KRANE_AUTH_TOKEN), listen on a \
+         containers on every Docker host; set --auth-token (KRANE_AUTH_TOKEN), \
+         --auth-tokens-file or --tls-client-ca, listen on a \
          loopback address (--listen 127.0.0.1:{port}), or pass --allow-unauthenticated \
          (KRANE_ALLOW_UNAUTHENTICATED=true) if something in front of it authenticates callers",
         port = listen.port()

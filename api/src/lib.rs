@@ -11,9 +11,11 @@
 //! - [`decode`]: request bodies decoded up front, so bad ones are refused naming the field.
 //! - [`refusal`]: how calls refused in front of the handlers are answered, per protocol.
 //! - [`rpc_telemetry`]: the span and the metrics of every call.
+//! - [`tls`]: HTTPS (and mutual TLS) on the same port.
 //!
-//! One port serves Connect (JSON and binary, HTTP/1.1 and h2c), gRPC and gRPC-Web, told apart
-//! by content type (connectrpc-axum in front of tonic), with gRPC health and server reflection.
+//! One port serves Connect (JSON and binary, HTTP/1.1 and h2c, or both over TLS), gRPC and
+//! gRPC-Web, told apart by content type (connectrpc-axum in front of tonic), with gRPC health
+//! and server reflection.
 
 pub mod auth;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod gateways;
 pub mod health;
 pub mod refusal;
 pub mod rpc_telemetry;
+pub mod tls;
 pub mod watch;
 
 use connectrpc_axum::MakeServiceBuilder;
@@ -48,6 +51,8 @@ pub struct ApiOptions {
     pub auth_tokens_file: Option<std::path::PathBuf>,
     /// The images Create and Update may ask for (`--allowed-images`; empty: any).
     pub allowed_images: krane_core::images::ImagePolicy,
+    /// Serve HTTPS instead of plaintext; with a client CA, client certificates authenticate.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -58,6 +63,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("auth_token", &token)
             .field("auth_tokens_file", &self.auth_tokens_file)
             .field("allowed_images", &self.allowed_images)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -72,7 +78,10 @@ pub async fn serve(
     let authenticator = auth::Authenticator::new(auth::AuthSettings {
         auth_token: options.auth_token.clone(),
         tokens_file: options.auth_tokens_file.clone(),
-        client_certificates: false,
+        client_certificates: options
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some()),
     })?;
     if let Some(authenticator) = authenticator.as_ref().filter(|a| a.reloads()) {
         auth::reload_on_hangup(authenticator.clone(), stop.clone())?;
@@ -127,13 +136,22 @@ pub async fn serve(
         .option_layer(open)
         .layer(axum::middleware::from_fn(decode::check_request_body))
         .service(service);
+    // Read the certificate and key before announcing anything: a bad file stops the start.
+    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
     info!(
         address = %listener.local_addr()?,
         authenticated,
+        tls = acceptor.is_some(),
+        client_certificates = options.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
         "krane-api listening (Connect + gRPC)"
     );
-    axum::serve(listener, tower::make::Shared::new(service))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
+    match acceptor {
+        Some(acceptor) => tls::serve(listener, acceptor, service, stop).await?,
+        None => {
+            axum::serve(listener, tower::make::Shared::new(service))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await?
+        }
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ const NATS_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    krane_platform::crypto::install_default_provider();
     let config = ApiConfig::parse();
     let telemetry = match krane_platform::telemetry::init(config.log_json, "krane-api") {
         Ok(telemetry) => telemetry,
@@ -37,7 +38,7 @@ async fn main() -> ExitCode {
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let open = krane_api::config::check_exposure(
         config.listen,
-        config.auth_token.is_some() || config.auth_tokens_file.is_some(),
+        config.authenticates(),
         config.allow_unauthenticated,
     )
     .map_err(|refusal| anyhow::anyhow!(refusal))?;
@@ -59,7 +60,9 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
     let allowed_images = krane_core::images::ImagePolicy::new(&config.allowed_images)
         .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
+    let tls = config.tls();
     let options = krane_api::ApiOptions {
+        tls,
         auth_token: config.auth_token,
         auth_tokens_file: config.auth_tokens_file,
         allowed_images,

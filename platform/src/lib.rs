@@ -5,7 +5,9 @@
 //! - [`otlp`]: OpenTelemetry span export, configured by the standard `OTEL_*` variables.
 //! - [`metrics`]: the process-wide Prometheus registry and the `/metrics` listener.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation token every loop takes.
+//! - [`crypto`]: the rustls provider (`ring`) every TLS connection of the process uses.
 
+pub mod crypto;
 pub mod metrics;
 pub mod otlp;
 pub mod shutdown;

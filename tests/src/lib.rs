@@ -9,6 +9,7 @@ pub mod engines;
 pub mod nats;
 pub mod otlp;
 pub mod process;
+pub mod tls;
 pub mod workers;
 
 pub use client::{Protocol, RpcError, TestClient};
@@ -242,6 +243,12 @@ impl Drop for Krane {
     }
 }
 
+/// An HTTP client for tests (reqwest; TLS through the process's rustls provider).
+pub fn http_client() -> reqwest::Client {
+    krane_platform::crypto::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, failing after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -283,7 +290,7 @@ pub fn worker_config(nats_url: &str, host_id: &str, extra_args: &[&str]) -> Work
 /// GETs `/` of a gateway instance; retried for a few seconds because a container is RUNNING a
 /// moment before the process inside listens.
 pub async fn fetch_instance(address: &str) -> String {
-    let http = reqwest::Client::new();
+    let http = crate::http_client();
     eventually(
         &format!("{address} answers HTTP"),
         Duration::from_secs(10),
@@ -302,7 +309,7 @@ pub async fn fetch_instance(address: &str) -> String {
 
 /// One GET of `path` on an instance, no retry: a RUNNING instance answers at once.
 pub async fn answers_at_once(address: &str, path: &str) -> bool {
-    let response = reqwest::Client::new()
+    let response = crate::http_client()
         .get(format!("http://{address}{path}"))
         .timeout(Duration::from_secs(2))
         .send()

@@ -88,7 +88,7 @@ async fn calls_without_the_right_bearer_token_are_unauthenticated() {
     };
 
     // Connect over raw HTTP: 401 with a Connect error body, even for a body that is garbage.
-    let http = reqwest::Client::new();
+    let http = krane_tests::http_client();
     let url = format!("http://{address}/krane.v1.GatewayService/CreateGateway");
     let valid_body = serde_json::json!({"gateway": {"namespace": namespace, "gatewayId": "raw",
         "image": krane_tests::TEST_IMAGE, "replicas": 1, "cpuMillicores": 100, "memorySizeMib": 16}})

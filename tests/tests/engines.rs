@@ -78,7 +78,7 @@ async fn extra_engines_are_separate_hosts_that_survive_an_outage() {
         fresh.is_err() || fresh.expect("client").ping().await.is_err(),
         "a new client reached the stopped engine"
     );
-    let refused = reqwest::Client::new()
+    let refused = krane_tests::http_client()
         .get(format!("http://{address_a}/"))
         .timeout(Duration::from_secs(2))
         .send()

@@ -293,6 +293,7 @@ struct Sender {
 impl Sender {
     fn new(api: SocketAddr) -> Self {
         let timeout = Duration::from_secs(20);
+        krane_platform::crypto::install_default_provider();
         Self {
             base: format!("http://{api}"),
             http1: reqwest::Client::builder()

@@ -222,7 +222,7 @@ async fn mismatch(
 
 /// Instances Get reports RUNNING whose address does not answer HTTP.
 async fn silent_addresses(client: &TestClient, namespace: &str) -> Vec<String> {
-    let http = reqwest::Client::new();
+    let http = krane_tests::http_client();
     let mut silent = Vec::new();
     for gateway in GATEWAYS {
         let Ok(got) = client.get(namespace, gateway).await else {

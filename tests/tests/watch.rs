@@ -267,7 +267,7 @@ async fn grpc_web_calls_are_answered_on_the_same_port() {
     let mut body = vec![0];
     body.extend_from_slice(&u32::try_from(request.len()).expect("small").to_be_bytes());
     body.extend_from_slice(&request);
-    let response = reqwest::Client::new()
+    let response = krane_tests::http_client()
         .post(format!(
             "http://{}/krane.v1.GatewayService/ListGateways",
             krane.api_addr

@@ -14,6 +14,7 @@ use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    krane_platform::crypto::install_default_provider();
     let config = WorkerConfig::parse();
     let telemetry = match krane_platform::telemetry::init(config.log_json, "krane-worker") {
         Ok(telemetry) => telemetry,
