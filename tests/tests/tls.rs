@@ -49,6 +49,27 @@ async fn connect_call(
     Ok((status, version, body))
 }
 
+/// ListGateways over gRPC and TLS, presenting `client`; a channel that cannot be opened is
+/// `unavailable`.
+async fn grpc_list(
+    pki: &TestPki,
+    address: SocketAddr,
+    client: Option<&ClientCert>,
+    namespace: &str,
+) -> Result<krane_proto::krane::v1::ListGatewaysResponse, tonic::Status> {
+    let channel = pki
+        .grpc_channel(address.port(), client)
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let request = ListGatewaysRequest {
+        namespace: namespace.to_string(),
+    };
+    Ok(GrpcClient::new(channel)
+        .list_gateways(request)
+        .await?
+        .into_inner())
+}
+
 fn list_body(namespace: &str) -> String {
     serde_json::json!({ "namespace": namespace }).to_string()
 }
@@ -227,26 +248,11 @@ access = "read-only"
         (403, Some("permission_denied")),
         "{body}"
     );
-    let channel = pki
-        .grpc_channel(address.port(), Some(&deployer))
+    let listed = grpc_list(&pki, address, Some(&deployer), &namespace)
         .await
-        .expect("a mutual TLS channel");
-    let listed = GrpcClient::new(channel)
-        .list_gateways(ListGatewaysRequest {
-            namespace: namespace.clone(),
-        })
-        .await
-        .expect("gRPC with the client certificate")
-        .into_inner();
+        .expect("gRPC with the client certificate");
     assert_eq!(listed.gateways.len(), 1);
-    let channel = pki
-        .grpc_channel(address.port(), Some(&deployer))
-        .await
-        .expect("a mutual TLS channel");
-    let refused = GrpcClient::new(channel)
-        .list_gateways(ListGatewaysRequest {
-            namespace: other.clone(),
-        })
+    let refused = grpc_list(&pki, address, Some(&deployer), &other)
         .await
         .expect_err("another namespace");
     assert_eq!(refused.code() as i32, PERMISSION_DENIED, "{refused:?}");
@@ -285,14 +291,7 @@ access = "read-only"
             "{body}"
         );
     }
-    let channel = pki
-        .grpc_channel(address.port(), None)
-        .await
-        .expect("TLS without a certificate");
-    let refused = GrpcClient::new(channel)
-        .list_gateways(ListGatewaysRequest {
-            namespace: namespace.clone(),
-        })
+    let refused = grpc_list(&pki, address, None, &namespace)
         .await
         .expect_err("no credentials");
     assert_eq!(refused.code() as i32, UNAUTHENTICATED, "{refused:?}");
@@ -313,28 +312,22 @@ access = "read-only"
             refused.is_err(),
             "{what} certificate got an answer: {refused:?}"
         );
-        let channel = pki.grpc_channel(address.port(), Some(&client)).await;
-        if let Ok(channel) = channel {
-            let refused = GrpcClient::new(channel)
-                .list_gateways(ListGatewaysRequest {
-                    namespace: namespace.clone(),
-                })
-                .await
-                .expect_err("no call with a bad certificate");
-            // The TLS 1.3 client finishes its handshake first; the server's alert then ends
-            // the connection, a transport failure whose code depends on timing.
-            assert!(
-                matches!(
-                    refused.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                ),
-                "{what}: {refused:?}"
-            );
-        }
+        let refused = grpc_list(&pki, address, Some(&client), &namespace)
+            .await
+            .expect_err("no call with a bad certificate");
+        // The TLS 1.3 client finishes its handshake first; the server's alert then ends
+        // the connection, a transport failure whose code depends on timing.
+        assert!(
+            matches!(
+                refused.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            "{what}: {refused:?}"
+        );
     }
     let records = krane.store.all_records().await.expect("records");
     assert_eq!(
-        records.keys().collect::<Vec<_>>().len(),
+        records.len(),
         1,
         "only the deployer's gateway was stored: {records:?}"
     );
