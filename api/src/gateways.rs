@@ -167,8 +167,9 @@ pub async fn delete_gateway(
 }
 
 /// Changes an existing gateway: scaling keeps the lower replicas where they run (scale-down
-/// removes the highest-numbered); a new image or new limits roll through the replicas one at a
-/// time. Answers with the instance ids the gateway will have.
+/// removes the highest-numbered); a new image or new limits roll through the replicas as the
+/// request's update policy says (one at a time by default). Answers with the instance ids the
+/// gateway will have.
 pub async fn update_gateway(
     State(state): State<ApiState>,
     ConnectRequest(request): ConnectRequest<UpdateGatewayRequest>,
