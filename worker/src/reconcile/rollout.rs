@@ -407,4 +407,94 @@ mod tests {
             );
         }
     }
+
+    /// What is true of one replica in the simulation below, whatever the record says yet.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Truth {
+        /// Serving the old template (or, for the extra replica, not created yet).
+        Old,
+        /// Its container was just replaced (or created); nobody reported it yet.
+        Replaced,
+        Starting,
+        Serving,
+    }
+
+    /// Workers on one host per replica, each judging from a record of any age (a slow KV, a
+    /// worker paused between its read and its roll), replace only replicas they hold on the
+    /// old template; reports reach the record in any order. In thousands of random schedules
+    /// no more than `parallelism` wanted replicas are ever down at once, and every update
+    /// finishes.
+    #[test]
+    fn workers_judging_from_records_of_any_age_never_replace_more_than_the_parallelism() {
+        let mut random = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: usize| {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            usize::try_from(random % bound as u64).unwrap_or(0)
+        };
+        for replicas in 1..=4u32 {
+            for parallelism in 1..=replicas {
+                for max_surge in 0..=1 {
+                    for _ in 0..300 {
+                        simulate(replicas, policy(parallelism, max_surge), &mut next);
+                    }
+                }
+            }
+        }
+    }
+
+    fn simulate(replicas: u32, policy: UpdatePolicy, next: &mut impl FnMut(usize) -> usize) {
+        let wanted = (replicas + policy.max_surge) as usize;
+        let mut truth = vec![Truth::Old; wanted];
+        // What the record says of each replica, after every report so far.
+        let said = |truth: &[Truth], reported: &[bool]| -> Vec<Seen> {
+            (0..wanted)
+                .map(|r| match (truth[r], reported[r], r >= replicas as usize) {
+                    (_, false, true) => Nothing,
+                    (_, false, false) => OldRunning,
+                    (Truth::Serving, true, _) => NewRunning,
+                    _ => NewStarting,
+                })
+                .collect()
+        };
+        let mut reported = vec![false; wanted];
+        let mut history = vec![said(&truth, &reported)];
+        for _ in 0..400 {
+            if truth.iter().all(|t| *t == Truth::Serving) && reported.iter().all(|r| *r) {
+                return;
+            }
+            let replica = next(wanted);
+            let extra = replica >= replicas as usize;
+            match truth[replica] {
+                Truth::Old => {
+                    let record = &history[next(history.len())];
+                    if extra || rolls(replicas, policy, record).contains(&(replica as u32)) {
+                        truth[replica] = Truth::Replaced;
+                    }
+                }
+                Truth::Replaced => {
+                    truth[replica] = Truth::Starting;
+                    reported[replica] = true;
+                }
+                Truth::Starting => truth[replica] = Truth::Serving,
+                Truth::Serving => {}
+            }
+            history.push(said(&truth, &reported));
+            let down = truth
+                .iter()
+                .enumerate()
+                .filter(|(r, t)| match t {
+                    Truth::Old => *r >= replicas as usize,
+                    Truth::Replaced | Truth::Starting => true,
+                    Truth::Serving => false,
+                })
+                .count();
+            assert!(
+                down <= policy.parallelism as usize,
+                "{down} down: {replicas} replicas, {policy:?}, {truth:?}"
+            );
+        }
+        panic!("the update did not finish: {replicas} replicas, {policy:?}, {truth:?}");
+    }
 }
