@@ -2,7 +2,7 @@
 //! model knows nothing of protobuf; this is the only place that knows both.
 
 use krane_core::record::{GatewayRecord, InstanceStatus};
-use krane_core::rollout::{FailureAction, UpdatePolicy};
+use krane_core::rollout::{FailureAction, PolicyRequest, UpdatePolicy};
 use krane_core::spec::{FieldError, GatewaySpec};
 use krane_proto::krane::v1::{
     GatewayInstance, GatewayRequest, GatewayStatus, RolloutStatus, UpdateFailureAction,
@@ -24,9 +24,13 @@ pub fn spec_from_request(gateway: Option<&GatewayRequest>) -> Result<GatewaySpec
     .validate()
 }
 
-/// The request's update policy (the defaults where it gives none); the error names the field.
+/// The request's update policy (the defaults where it gives none), bounded by the request's
+/// replicas; the error names the field.
 pub fn policy_from_request(gateway: Option<&GatewayRequest>) -> Result<UpdatePolicy, FieldError> {
-    let Some(policy) = gateway.and_then(|gateway| gateway.update_policy.as_ref()) else {
+    let Some((policy, replicas)) = gateway.and_then(|gateway| {
+        let policy = gateway.update_policy.as_ref()?;
+        Some((policy, gateway.replicas))
+    }) else {
         return Ok(UpdatePolicy::default());
     };
     let pause = match UpdateFailureAction::try_from(policy.failure_action) {
@@ -39,7 +43,13 @@ pub fn policy_from_request(gateway: Option<&GatewayRequest>) -> Result<UpdatePol
             ));
         }
     };
-    UpdatePolicy::from_request(policy.monitor_seconds, pause)
+    let request = PolicyRequest {
+        monitor_seconds: policy.monitor_seconds,
+        pause,
+        parallelism: policy.parallelism,
+        max_surge: policy.max_surge,
+    };
+    UpdatePolicy::from_request(request, replicas)
 }
 
 /// The spec (and its update policy) as the wire message it was validated from.
@@ -58,6 +68,8 @@ pub fn request_of(spec: &GatewaySpec, policy: Option<&UpdatePolicy>) -> GatewayR
                 FailureAction::Rollback => UpdateFailureAction::Rollback,
                 FailureAction::Pause => UpdateFailureAction::Pause,
             } as i32,
+            parallelism: policy.parallelism,
+            max_surge: policy.max_surge,
         }),
     }
 }
@@ -140,20 +152,80 @@ mod tests {
         wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
             monitor_seconds: 5,
             failure_action: UpdateFailureAction::Pause as i32,
+            parallelism: 2,
+            max_surge: 1,
         });
         let policy = policy_from_request(Some(&wire)).expect("valid");
         assert_eq!(
-            (policy.monitor_seconds, policy.on_failure),
-            (5, FailureAction::Pause)
+            (
+                policy.monitor_seconds,
+                policy.on_failure,
+                policy.parallelism,
+                policy.max_surge
+            ),
+            (5, FailureAction::Pause, 2, 1)
         );
         let spec = spec_from_request(Some(&wire)).expect("valid");
         assert_eq!(request_of(&spec, Some(&policy)), wire);
         wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
             monitor_seconds: 5,
             failure_action: 7,
+            ..Default::default()
         });
         let error = policy_from_request(Some(&wire)).expect_err("unknown action");
         assert_eq!(error.field, "gateway.update_policy.failure_action");
+    }
+
+    #[test]
+    fn parallelism_and_surge_are_bounded_by_the_request() {
+        let mut wire = request();
+        wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
+            parallelism: 4,
+            ..Default::default()
+        });
+        let error = policy_from_request(Some(&wire)).expect_err("more than the replicas");
+        assert_eq!(
+            error.to_string(),
+            "gateway.update_policy.parallelism: must be between 1 and 3"
+        );
+        wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy {
+            max_surge: 2,
+            ..Default::default()
+        });
+        let error = policy_from_request(Some(&wire)).expect_err("surge of 2");
+        assert_eq!(error.field, "gateway.update_policy.max_surge");
+        // Zeros are the defaults: one at a time, no surge.
+        wire.update_policy = Some(krane_proto::krane::v1::UpdatePolicy::default());
+        assert_eq!(
+            policy_from_request(Some(&wire)),
+            Ok(UpdatePolicy::default())
+        );
+    }
+
+    #[test]
+    fn a_policy_other_than_the_default_is_shown_with_the_spec() {
+        let spec = spec_from_request(Some(&request())).expect("valid");
+        let surging = UpdatePolicy {
+            max_surge: 1,
+            ..UpdatePolicy::default()
+        };
+        let rollout = krane_core::rollout::Rollout {
+            policy: surging,
+            ..Default::default()
+        };
+        let command = krane_core::command::Command::create_with(spec.clone(), vec![], rollout);
+        let record = GatewayRecord::apply_command(None, 1, &command).expect("record");
+        let shown = gateway_of(&record).and_then(|gateway| gateway.update_policy);
+        assert_eq!(
+            shown.map(|policy| (policy.parallelism, policy.max_surge)),
+            Some((1, 1))
+        );
+        let plain = krane_core::command::Command::create(spec, vec![]);
+        let record = GatewayRecord::apply_command(None, 1, &plain).expect("record");
+        assert_eq!(
+            gateway_of(&record).and_then(|gateway| gateway.update_policy),
+            None
+        );
     }
 
     #[test]

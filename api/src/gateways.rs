@@ -64,7 +64,7 @@ pub async fn create_gateway(
     }
     let written = write_from_log(&state, &key, |latest| match latest {
         Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
-        latest => Decision::Write(next_command(latest, &spec, policy)),
+        latest => Decision::Write(Box::new(next_command(latest, &spec, policy))),
     })
     .await?;
     let status = match written {
@@ -171,7 +171,9 @@ pub async fn delete_gateway(
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
     let written = write_from_log(&state, &key, |latest| match latest {
-        Some(latest) if latest.command.spec().is_some() => Decision::Write(Command::delete(&key)),
+        Some(latest) if latest.command.spec().is_some() => {
+            Decision::Write(Box::new(Command::delete(&key)))
+        }
         // Never created, or deleted already.
         _ => Decision::SameSpec,
     })
@@ -186,8 +188,9 @@ pub async fn delete_gateway(
 }
 
 /// Changes an existing gateway: scaling keeps the lower replicas where they run (scale-down
-/// removes the highest-numbered); a new image or new limits roll through the replicas one at a
-/// time. Answers with the instance ids the gateway will have.
+/// removes the highest-numbered); a new image or new limits roll through the replicas as the
+/// request's update policy says (one at a time by default). Answers with the instance ids the
+/// gateway will have.
 pub async fn update_gateway(
     State(state): State<ApiState>,
     caller: Caller,
@@ -202,7 +205,7 @@ pub async fn update_gateway(
     let written = write_from_log(&state, &key, |latest| match latest {
         Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
         Some(latest) if latest.command.spec().is_some() => {
-            Decision::Write(next_command(Some(latest), &spec, policy))
+            Decision::Write(Box::new(next_command(Some(latest), &spec, policy)))
         }
         _ => Decision::NotFound,
     })
@@ -220,8 +223,8 @@ pub async fn update_gateway(
 
 /// What a write call decides, from the gateway's latest command.
 enum Decision {
-    /// Store this command.
-    Write(Command),
+    /// Store this command (boxed: a command is large, the other answers are nothing).
+    Write(Box<Command>),
     /// Nothing to store: the latest command already says so.
     SameSpec,
     /// The gateway does not exist (`not_found`).
@@ -264,7 +267,7 @@ async fn write_from_log(
             Err(error) => return Err(storage(error)),
         };
         let command = match decide(latest.as_ref()) {
-            Decision::Write(command) => command,
+            Decision::Write(command) => *command,
             Decision::SameSpec => return Ok(Written::SameSpec),
             Decision::NotFound => {
                 return Err(ConnectError::new_not_found(format!(
@@ -295,7 +298,7 @@ async fn retry_failed(
     policy: UpdatePolicy,
 ) -> Result<u64, ConnectError> {
     let written = write_from_log(state, key, |latest| {
-        Decision::Write(next_command(latest, spec, policy))
+        Decision::Write(Box::new(next_command(latest, spec, policy)))
     })
     .await?;
     match written {

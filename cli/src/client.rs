@@ -86,12 +86,11 @@ async fn delete(api: &Api, target: &Target, wait: &Wait) -> anyhow::Result<ExitC
 
 async fn scale(api: &Api, target: &Target, replicas: u32, wait: &Wait) -> anyhow::Result<ExitCode> {
     let current = api.get(target).await?.and_then(|gateway| gateway.gateway);
-    let Some(mut gateway) = current else {
+    let Some(gateway) = current else {
         anyhow::bail!("gateway {}/{} not found", target.namespace, target.id);
     };
-    gateway.replicas = replicas;
     let request = UpdateGatewayRequest {
-        gateway: Some(gateway),
+        gateway: Some(scaled(gateway, replicas)),
     };
     let response = api
         .client
@@ -111,6 +110,16 @@ async fn scale(api: &Api, target: &Target, replicas: u32, wait: &Wait) -> anyhow
     progress::follow(api, target, Goal::Running(replicas), wait).await
 }
 
+/// The gateway's spec as shown, with `replicas`; an update policy that replaces more replicas
+/// at once than there will be replaces them all at once instead (the API refuses more).
+fn scaled(mut gateway: GatewayRequest, replicas: u32) -> GatewayRequest {
+    gateway.replicas = replicas;
+    if let Some(policy) = gateway.update_policy.as_mut() {
+        policy.parallelism = policy.parallelism.min(replicas);
+    }
+    gateway
+}
+
 async fn list(api: &Api, namespace: &str) -> anyhow::Result<ExitCode> {
     let request = ListGatewaysRequest {
         namespace: namespace.to_string(),
@@ -123,4 +132,32 @@ async fn list(api: &Api, namespace: &str) -> anyhow::Result<ExitCode> {
         .into_inner();
     progress::print_json_or(api.output, &listed, || progress::print_list(&listed));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krane_proto::krane::v1::UpdatePolicy;
+
+    #[test]
+    fn scaling_below_the_update_parallelism_keeps_the_policy_valid() {
+        let gateway = GatewayRequest {
+            replicas: 4,
+            update_policy: Some(UpdatePolicy {
+                parallelism: 3,
+                max_surge: 1,
+                ..UpdatePolicy::default()
+            }),
+            ..GatewayRequest::default()
+        };
+        let down = scaled(gateway.clone(), 2);
+        let policy = down.update_policy.unwrap_or_default();
+        assert_eq!(
+            (down.replicas, policy.parallelism, policy.max_surge),
+            (2, 2, 1)
+        );
+        let up = scaled(gateway, 6).update_policy.unwrap_or_default();
+        assert_eq!(up.parallelism, 3);
+        assert_eq!(scaled(GatewayRequest::default(), 2).update_policy, None);
+    }
 }

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// Run `spec.replicas` containers of `spec`; replaces any earlier intent for the gateway.
-    /// `placement[i]` is the host that runs replica `i` ("" or missing: not placed yet).
+    /// `placement[i]` is the host that runs replica `i` ("" or missing: not placed yet),
+    /// the extra replica of an update that surges included (`wanted_replicas`).
     Create {
         spec: GatewaySpec,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,10 +92,23 @@ impl Command {
         }
     }
 
+    /// The replicas wanted: the spec's, then (while an update that surges rolls) the extra
+    /// ones of the new template, numbered from `spec.replicas` on. Zero for a Delete.
+    pub fn wanted_replicas(&self) -> u32 {
+        match self {
+            Self::Create { spec, rollout, .. } => spec.replicas + rollout.surge(),
+            Self::Delete { .. } => 0,
+        }
+    }
+
+    /// True for an extra replica of an update that surges (not one of the spec's).
+    pub fn is_surge(&self, replica: u32) -> bool {
+        self.spec().is_some_and(|spec| replica >= spec.replicas) && replica < self.wanted_replicas()
+    }
+
     /// The host that should run `replica`, if it is wanted and placed.
     pub fn host_of(&self, replica: u32) -> Option<&str> {
-        let spec = self.spec()?;
-        if replica >= spec.replicas {
+        if replica >= self.wanted_replicas() {
             return None;
         }
         let host = self.placement().get(usize::try_from(replica).ok()?)?;
@@ -103,14 +117,12 @@ impl Command {
 
     /// True when some wanted replica has no host yet.
     pub fn has_unplaced(&self) -> bool {
-        let replicas = self.spec().map_or(0, |spec| spec.replicas);
-        (0..replicas).any(|replica| self.host_of(replica).is_none())
+        (0..self.wanted_replicas()).any(|replica| self.host_of(replica).is_none())
     }
 
     /// The replicas placed on `host_id`.
     pub fn replicas_on(&self, host_id: &str) -> Vec<u32> {
-        let replicas = self.spec().map_or(0, |spec| spec.replicas);
-        (0..replicas)
+        (0..self.wanted_replicas())
             .filter(|replica| self.host_of(*replica) == Some(host_id))
             .collect()
     }
@@ -153,6 +165,42 @@ mod tests {
         assert_eq!(create.replicas_on("h1"), vec![0]);
         assert!(create.has_unplaced());
         assert!(Command::delete(&create.key()).replicas_on("h1").is_empty());
+    }
+
+    #[test]
+    fn an_update_that_surges_wants_one_extra_replica_placed_like_the_others() {
+        let policy = crate::rollout::UpdatePolicy {
+            max_surge: 1,
+            ..Default::default()
+        };
+        let rolling = Rollout {
+            policy,
+            previous: Some(Box::new(GatewaySpec {
+                image: "img:0".into(),
+                ..spec()
+            })),
+            ..Rollout::default()
+        };
+        let surging = Command::create_with(spec(), vec!["h1".into(), "h2".into()], rolling);
+        assert_eq!(surging.wanted_replicas(), 3);
+        assert!(surging.is_surge(2) && !surging.is_surge(1) && !surging.is_surge(3));
+        assert!(surging.has_unplaced(), "the extra replica needs a host");
+        let placed = surging.with_placement(vec!["h1".into(), "h2".into(), "h2".into()]);
+        assert!(!placed.has_unplaced());
+        assert_eq!(placed.replicas_on("h2"), vec![1, 2]);
+        // Once the update is over the extra replica is no longer wanted anywhere.
+        let done = Command::create_with(
+            spec(),
+            placed.placement().to_vec(),
+            Rollout {
+                policy,
+                ..Rollout::default()
+            },
+        );
+        assert_eq!(done.wanted_replicas(), 2);
+        assert_eq!(done.replicas_on("h2"), vec![1]);
+        assert_eq!(done.host_of(2), None);
+        assert_eq!(Command::delete(&done.key()).wanted_replicas(), 0);
     }
 
     #[test]

@@ -218,7 +218,8 @@ impl GatewayRecord {
         self.intent.spec().is_none() && self.instances().is_empty()
     }
 
-    /// What callers see: one instance per wanted replica, as its placed host reports it
+    /// What callers see: one instance per wanted replica (the extra one of an update that
+    /// surges included), as its placed host reports it
     /// (PENDING until that host shows a container of the current template, except that a
     /// container of the previous template keeps RUNNING until a rolling update replaces it),
     /// plus one
@@ -227,7 +228,8 @@ impl GatewayRecord {
     pub fn instances(&self) -> Vec<InstanceView> {
         let key = self.key();
         let wanted = self.intent.spec();
-        let replicas = wanted.map_or(0, |spec| spec.replicas);
+        // The extra replica of an update that surges is listed like the others.
+        let replicas = self.intent.wanted_replicas();
         let template = wanted.map(|spec| spec.template());
         let mut views = Vec::new();
         for replica in 0..replicas {
@@ -405,6 +407,44 @@ mod tests {
         let record = GatewayRecord::apply_event(record, 2, &seen(0, ObservedState::Pending, &new))
             .expect("record");
         assert_eq!(statuses(&record), vec![InstanceStatus::Pending]);
+    }
+
+    #[test]
+    fn the_extra_replica_of_an_update_that_surges_is_an_instance_until_the_update_is_done() {
+        let old = spec(1, "img:1").template();
+        let new = spec(1, "img:2").template();
+        let mut record = GatewayRecord::apply_command(None, 1, &create(1));
+        record = GatewayRecord::apply_event(record, 1, &seen(0, ObservedState::Running, &old));
+        let rollout = crate::rollout::Rollout {
+            policy: crate::rollout::UpdatePolicy {
+                max_surge: 1,
+                ..Default::default()
+            },
+            previous: Some(Box::new(spec(1, "img:1"))),
+            ..Default::default()
+        };
+        let placement = vec!["h1".to_string(), "h1".to_string()];
+        let surging = Command::create_with(spec(1, "img:2"), placement.clone(), rollout.clone());
+        record = GatewayRecord::apply_command(record, 2, &surging);
+        record = GatewayRecord::apply_event(record, 2, &seen(1, ObservedState::Running, &new));
+        let updating = record.clone().expect("record");
+        assert_eq!(statuses(&updating), vec![InstanceStatus::Running; 2]);
+        assert_eq!(updating.instances()[1].id, updating.key().container_name(1));
+        assert_eq!(updating.overall_status(), InstanceStatus::Running);
+        // Done: the extra replica is no longer wanted, TERMINATING until its container goes.
+        let done = Command::create_with(
+            spec(1, "img:2"),
+            placement,
+            crate::rollout::Rollout {
+                previous: None,
+                ..rollout
+            },
+        );
+        let record = GatewayRecord::apply_command(record, 3, &done).expect("record");
+        assert_eq!(
+            statuses(&record),
+            vec![InstanceStatus::Running, InstanceStatus::Terminating]
+        );
     }
 
     #[test]

@@ -117,11 +117,13 @@ pub async fn place_if_needed(
 /// `intent` with its replicas that need a host placed on `live` hosts; `None` when nothing
 /// changes.
 fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
-    let spec = intent.spec()?;
-    if !placement::needs_placing(spec.replicas, intent.placement(), live) {
+    intent.spec()?;
+    // The extra replica of an update that surges is placed like any other.
+    let wanted = intent.wanted_replicas();
+    if !placement::needs_placing(wanted, intent.placement(), live) {
         return None;
     }
-    let placed = placement::place(&intent.key(), spec.replicas, intent.placement(), live);
+    let placed = placement::place(&intent.key(), wanted, intent.placement(), live);
     (placed.as_slice() != intent.placement()).then(|| intent.with_placement(placed))
 }
 
@@ -197,6 +199,35 @@ mod tests {
         let hosts = keeping_all_but_lost(vec![host("h1"), host("h2")], &intent, &lost);
         let moved = placed(&intent, &hosts).expect("moved");
         assert_eq!(moved.placement(), ["h1", "h1"]);
+    }
+
+    #[test]
+    fn the_extra_replica_of_a_surge_is_placed_and_moved_like_the_others() {
+        let rollout = krane_core::rollout::Rollout {
+            policy: krane_core::rollout::UpdatePolicy {
+                max_surge: 1,
+                ..Default::default()
+            },
+            previous: Some(Box::new(GatewaySpec {
+                image: "img:0".into(),
+                ..spec(2)
+            })),
+            ..Default::default()
+        };
+        let intent = Command::create_with(spec(2), vec!["h1".into(), "h2".into()], rollout);
+        let live = [host("h1"), host("h2"), host("h3")];
+        let surged = placed(&intent, &live).expect("the extra replica is placed");
+        assert_eq!(surged.placement()[..2], ["h1", "h2"]);
+        assert_eq!(
+            surged.placement()[2],
+            "h3",
+            "the host with fewest of the gateway"
+        );
+        assert_eq!(placed(&surged, &live), None, "placed once");
+        let lost = BTreeSet::from(["h3".to_string()]);
+        let hosts = keeping_all_but_lost(vec![host("h1"), host("h2")], &surged, &lost);
+        let moved = placed(&surged, &hosts).expect("moved off the lost host");
+        assert!(["h1", "h2"].contains(&moved.placement()[2].as_str()));
     }
 
     #[tokio::test]

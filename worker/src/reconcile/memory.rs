@@ -4,7 +4,7 @@
 
 use super::plan::Desired;
 use krane_core::names::GatewayKey;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,33 +63,41 @@ impl ConvergedAt {
     }
 }
 
-/// Per gateway in an update, since when the replica of the new template that does not serve
-/// yet has been seen so (the update's monitor window runs from then).
+/// Per gateway in an update, since when each replica of the new template that does not serve
+/// yet has been seen so (the update's monitor window runs from then, for each on its own:
+/// with parallelism or a surge, several start at once).
 #[derive(Default)]
 pub struct UpdateMonitor {
-    starting: Mutex<HashMap<GatewayKey, (u32, Instant)>>,
+    starting: Mutex<HashMap<GatewayKey, BTreeMap<u32, Instant>>>,
 }
 
 impl UpdateMonitor {
-    /// How long `starting` (the gateway's replica of the new template that does not serve) has
-    /// been seen not serving; zero, and the clock reset, when it is another replica or none.
-    pub fn not_serving_for(&self, key: &GatewayKey, starting: Option<u32>) -> Duration {
-        let Ok(mut map) = self.starting.lock() else {
-            return Duration::ZERO;
-        };
-        let Some(replica) = starting else {
+    /// Of `starting` (the gateway's replicas of the new template that do not serve), the one
+    /// seen so the longest and for how long. A replica's clock starts when it is first seen
+    /// starting and starts again after it was seen otherwise; `None` when none is starting.
+    pub fn longest_not_serving(
+        &self,
+        key: &GatewayKey,
+        starting: &[u32],
+    ) -> Option<(u32, Duration)> {
+        let mut map = self.starting.lock().ok()?;
+        if starting.is_empty() {
             map.remove(key);
-            return Duration::ZERO;
-        };
+            return None;
+        }
         if map.len() >= MAX_GATEWAYS {
             map.clear();
         }
         let now = Instant::now();
-        let since = map.entry(key.clone()).or_insert((replica, now));
-        if since.0 != replica {
-            *since = (replica, now);
+        let since = map.entry(key.clone()).or_default();
+        since.retain(|replica, _| starting.contains(replica));
+        for replica in starting {
+            since.entry(*replica).or_insert(now);
         }
-        now.saturating_duration_since(since.1)
+        since
+            .iter()
+            .min_by_key(|(replica, since)| (**since, **replica))
+            .map(|(replica, since)| (*replica, now.saturating_duration_since(*since)))
     }
 
     pub fn forget(&self, key: &GatewayKey) {
@@ -132,22 +140,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_update_window_follows_the_replica_being_replaced() {
+    fn each_replica_being_replaced_has_its_own_window() {
         let monitor = UpdateMonitor::default();
         let key = GatewayKey::new("ns", "gw");
-        assert_eq!(monitor.not_serving_for(&key, Some(0)), Duration::ZERO);
+        let waited = |starting: &[u32]| monitor.longest_not_serving(&key, starting);
+        assert_eq!(waited(&[0]), Some((0, Duration::ZERO)));
         std::thread::sleep(Duration::from_millis(20));
-        assert!(monitor.not_serving_for(&key, Some(0)) >= Duration::from_millis(20));
-        assert_eq!(
-            monitor.not_serving_for(&key, Some(1)),
-            Duration::ZERO,
-            "the next replica starts its own window"
-        );
+        let (replica, since_0) = waited(&[0, 1]).expect("starting");
+        assert_eq!(replica, 0, "replica 0 has not served the longest");
+        assert!(since_0 >= Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(monitor.not_serving_for(&key, None), Duration::ZERO);
+        // Replica 0 serves now: replica 1 keeps the clock it started with.
+        let (replica, since_1) = waited(&[1]).expect("starting");
+        assert_eq!(replica, 1);
+        assert!(since_1 >= Duration::from_millis(20));
+        assert!(since_1 < since_0 + Duration::from_millis(20));
+        assert_eq!(waited(&[]), None);
         assert_eq!(
-            monitor.not_serving_for(&key, Some(1)),
-            Duration::ZERO,
+            waited(&[1]),
+            Some((1, Duration::ZERO)),
             "waiting for a turn in between started it anew"
         );
     }

@@ -5,11 +5,11 @@
 //! workers at once converges to the same containers because container names are deterministic
 //! and every runtime call is idempotent.
 //!
-//! A reconcile never sleeps: when a rolling update must wait for another replica (maybe on
-//! another host), it reports, releases the gateway's lock and returns [`Outcome::Requeue`];
+//! A reconcile never sleeps: when a rolling update must wait for other replicas (maybe on
+//! other hosts), it reports, releases the gateway's lock and returns [`Outcome::Requeue`];
 //! whoever called it (the intake, the resync) asks again after the delay.
 //!
-//! - [`plan`]: what to do (pure); [`rollout`]: which roll may run now (pure).
+//! - [`plan`]: what to do (pure); [`rollout`]: which rolls may run now (pure).
 //! - [`report`]: which facts are news (pure) and publishing them.
 //! - [`drift`]: whether a gateway needs a reconcile at all, from memory (pure; the resync).
 //! - `intent`: the latest command, placed and projected, and this host's share of it.
@@ -269,10 +269,14 @@ impl Reconciler {
                 let stored = self
                     .report(key, &desired, stored, &observed, &BTreeMap::new())
                     .await?;
-                if let Some(record) = stored.record.as_ref()
-                    && let Some(outcome) = self.watch_update(key, seq, record).await?
-                {
-                    return ended(outcome);
+                if let Some(record) = stored.record.as_ref() {
+                    match self.watch_update(key, seq, record).await? {
+                        update::Watched::Ends(outcome) => return ended(outcome),
+                        // Plan from the command that marked it done, while rounds are left
+                        // (else its own delivery does).
+                        update::Watched::MarkedDone if round + 1 < MAX_ROUNDS => continue,
+                        _ => {}
+                    }
                 }
                 let paused = stored
                     .record

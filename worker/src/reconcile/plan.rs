@@ -298,4 +298,54 @@ mod tests {
             container: key().container_name(1)
         }));
     }
+
+    #[test]
+    fn the_extra_replica_of_a_surge_is_created_on_its_host_and_removed_after_the_update() {
+        let old = spec(2, "img:1");
+        let new = spec(2, "img:2");
+        let rollout = krane_core::rollout::Rollout {
+            policy: krane_core::rollout::UpdatePolicy {
+                max_surge: 1,
+                ..Default::default()
+            },
+            previous: Some(Box::new(old.clone())),
+            ..Default::default()
+        };
+        let placement = vec!["h1".to_string(), "h2".to_string(), "h1".to_string()];
+        let surging = Command::create_with(new.clone(), placement.clone(), rollout.clone());
+        let here = Desired::for_host(Some(&surging), "h1");
+        assert_eq!(here.replicas, BTreeSet::from([0, 2]));
+        let replica_0 = container(0, &old.template(), ContainerState::Running);
+        assert_eq!(
+            plan(&key(), &here, std::slice::from_ref(&replica_0)),
+            vec![
+                Action::Roll {
+                    replica: 0,
+                    container: key().container_name(0)
+                },
+                Action::Create { replica: 2 },
+            ]
+        );
+        // A redelivery once it runs creates nothing again.
+        let extra = container(2, &new.template(), ContainerState::Running);
+        let rolled = container(0, &new.template(), ContainerState::Running);
+        assert!(plan(&key(), &here, &[rolled.clone(), extra.clone()]).is_empty());
+        // Done (or rolled back, or paused): the extra replica is not wanted any more.
+        let done = krane_core::rollout::Rollout {
+            previous: None,
+            ..rollout
+        };
+        let done = Command::create_with(new, placement, done);
+        assert_eq!(
+            plan(
+                &key(),
+                &Desired::for_host(Some(&done), "h1"),
+                &[rolled, extra]
+            ),
+            vec![Action::Remove {
+                replica: Some(2),
+                container: key().container_name(2)
+            }]
+        );
+    }
 }

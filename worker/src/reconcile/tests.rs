@@ -8,10 +8,12 @@ use crate::context::Worker;
 use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
+use crate::runtime::ContainerRuntime;
 use crate::runtime::fake::FakeRuntime;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::record::{GatewayRecord, InstanceStatus};
+use krane_core::rollout::UpdatePolicy;
 use krane_core::spec::GatewaySpec;
 use krane_store::{NatsArgs, Store};
 use krane_tests::NatsServer;
@@ -106,16 +108,48 @@ impl Setup {
     /// Two replicas of img:1 here, converged; then an update to `image` stored as the API
     /// stores one (returning to img:1 if it fails).
     async fn update_from_img1(&self, reconciler: &Reconciler, image: &str) {
-        let placement = vec!["h1".to_string(), "h1".to_string()];
-        let old = spec(2, "img:1");
+        self.update_from_img1_with(reconciler, 2, image, UpdatePolicy::default())
+            .await;
+    }
+
+    /// `replicas` replicas of img:1 here, converged; then an update to `image` with `policy`
+    /// stored as the API stores one (its extra replica, if it surges, not placed yet).
+    async fn update_from_img1_with(
+        &self,
+        reconciler: &Reconciler,
+        replicas: u32,
+        image: &str,
+        policy: UpdatePolicy,
+    ) {
+        let placement = vec!["h1".to_string(); replicas as usize];
+        let old = spec(replicas, "img:1");
         self.converge(reconciler, &Command::create(old.clone(), placement.clone()))
             .await;
         let update = krane_core::rollout::Rollout {
+            policy,
             previous: Some(Box::new(old)),
             ..Default::default()
         };
-        self.command(&Command::create_with(spec(2, image), placement, update))
-            .await;
+        self.command(&Command::create_with(
+            spec(replicas, image),
+            placement,
+            update,
+        ))
+        .await;
+    }
+
+    /// The template of each container of the gateway here, by name.
+    async fn templates(&self) -> Vec<(String, String)> {
+        let mut containers: Vec<_> = self
+            .runtime
+            .list_gateway(&key())
+            .await
+            .expect("listed")
+            .into_iter()
+            .map(|container| (container.name, container.template))
+            .collect();
+        containers.sort();
+        containers
     }
 
     async fn record(&self) -> GatewayRecord {
@@ -492,4 +526,95 @@ async fn an_update_that_serves_is_marked_done() {
             .iter()
             .all(|i| i.status == InstanceStatus::Running)
     );
+}
+
+#[tokio::test]
+async fn an_update_that_surges_runs_its_extra_replica_first_and_removes_it_when_done() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let surge = UpdatePolicy {
+        max_surge: 1,
+        ..UpdatePolicy::default()
+    };
+    setup
+        .update_from_img1_with(&reconciler, 2, "img:2", surge)
+        .await;
+    assert_eq!(settled(&reconciler, 20).await, Outcome::Converged);
+    // The command that marked the update done no longer wants the extra replica: gone with it.
+    let outcome = settled(&reconciler, 20).await;
+    assert_eq!(outcome, Outcome::Converged);
+    let record = setup.record().await;
+    let rollout = record.intent.rollout().expect("a rollout");
+    assert_eq!(rollout.previous, None, "done");
+    assert_eq!(record.intent.wanted_replicas(), 2);
+    assert_eq!(record.intent.placement(), ["h1", "h1"]);
+    let new = spec(2, "img:2").template();
+    assert_eq!(
+        setup.templates().await,
+        vec![
+            (key().container_name(0), new.clone()),
+            (key().container_name(1), new)
+        ],
+        "exactly the replicas, no extra one left"
+    );
+    assert_eq!(
+        record
+            .instances()
+            .iter()
+            .map(|i| i.status)
+            .collect::<Vec<_>>(),
+        vec![InstanceStatus::Running; 2]
+    );
+}
+
+#[tokio::test]
+async fn an_update_whose_extra_replica_fails_is_rolled_back_before_touching_a_replica() {
+    let setup = Setup::start().await;
+    setup.runtime.crash_image("img:bad", "exited with code 3");
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let surge = UpdatePolicy {
+        max_surge: 1,
+        ..UpdatePolicy::default()
+    };
+    setup
+        .update_from_img1_with(&reconciler, 2, "img:bad", surge)
+        .await;
+    assert_eq!(settled(&reconciler, 20).await, Outcome::Converged);
+    let record = setup.record().await;
+    let rollout = record.intent.rollout().expect("a rollout");
+    let reason = rollout.rolled_back.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("extra replica 2 of img:bad failed: exited with code 3"),
+        "{reason}"
+    );
+    let old = spec(2, "img:1").template();
+    assert_eq!(
+        setup.templates().await,
+        vec![
+            (key().container_name(0), old.clone()),
+            (key().container_name(1), old)
+        ],
+        "the replicas never left the old spec, and the extra one is gone"
+    );
+}
+
+#[tokio::test]
+async fn an_update_replacing_two_at_once_is_marked_done() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(60));
+    let parallel = UpdatePolicy {
+        parallelism: 2,
+        ..UpdatePolicy::default()
+    };
+    setup
+        .update_from_img1_with(&reconciler, 3, "img:2", parallel)
+        .await;
+    assert_eq!(settled(&reconciler, 20).await, Outcome::Converged);
+    let record = setup.record().await;
+    assert_eq!(record.intent.spec(), Some(&spec(3, "img:2")));
+    assert_eq!(
+        record.intent.rollout().map(|r| r.previous.clone()),
+        Some(None)
+    );
+    assert_eq!(setup.runtime.running_names().len(), 3);
 }

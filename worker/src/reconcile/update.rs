@@ -13,25 +13,35 @@ use krane_core::rollout::{self, FailureAction, Rollout, Verdict};
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// What watching an update leaves the reconcile to do.
+pub(super) enum Watched {
+    /// No update in progress.
+    Nothing,
+    /// The update was marked done by a newer command (or a newer one came first): plan again
+    /// from it (it may ask to remove the extra replica of a surge here).
+    MarkedDone,
+    /// The reconcile ends so.
+    Ends(Outcome),
+}
+
 impl Reconciler {
-    /// What the update of `record`'s intent (the command at `seq`) needs now: `None` when
-    /// nothing is in progress here, else how this reconcile ends.
+    /// What the update of `record`'s intent (the command at `seq`) needs now.
     pub(super) async fn watch_update(
         &self,
         key: &GatewayKey,
         seq: u64,
         record: &GatewayRecord,
-    ) -> Result<Option<Outcome>, ReconcileError> {
+    ) -> Result<Watched, ReconcileError> {
         let verdict = rollout::verdict(record);
         if !matches!(verdict, Verdict::InProgress { .. }) {
             self.update_monitor.forget(key);
         }
         let failure = match verdict {
-            Verdict::Idle => return Ok(None),
+            Verdict::Idle => return Ok(Watched::Nothing),
             Verdict::Done => {
                 self.write_after_update(key, seq, done(&record.intent))
                     .await?;
-                return Ok(None);
+                return Ok(Watched::MarkedDone);
             }
             Verdict::Failed(reason) => reason,
             Verdict::InProgress { starting } => {
@@ -41,24 +51,29 @@ impl Reconciler {
                     .map_or(rollout::DEFAULT_MONITOR_SECONDS, |rollout| {
                         rollout.policy.monitor_seconds
                     });
-                // The window runs while one replica of the new template does not serve; it
-                // starts again for the next one.
-                let waited = self.update_monitor.not_serving_for(key, starting);
-                if waited < Duration::from_secs(u64::from(monitor)) {
-                    return Ok(Some(Outcome::Requeue {
-                        after: ROLLOUT_POLL,
-                    }));
+                // The window runs for each replica of the new template while it does not
+                // serve; it starts again for the next ones.
+                match self.update_monitor.longest_not_serving(key, &starting) {
+                    Some((replica, waited))
+                        if waited >= Duration::from_secs(u64::from(monitor)) =>
+                    {
+                        rollout::not_serving_reason(record, replica)
+                    }
+                    _ => {
+                        return Ok(Watched::Ends(Outcome::Requeue {
+                            after: ROLLOUT_POLL,
+                        }));
+                    }
                 }
-                rollout::not_serving_reason(record)
             }
         };
         let Some(command) = failed(&record.intent, &failure) else {
-            return Ok(None);
+            return Ok(Watched::Nothing);
         };
         warn!(namespace = %key.namespace, gateway = %key.gateway_id, reason = %failure, "update failed");
         self.write_after_update(key, seq, command).await?;
         // The command just stored (or a newer one) is the intent now: look again soon.
-        Ok(Some(Outcome::Requeue {
+        Ok(Watched::Ends(Outcome::Requeue {
             after: ROLLOUT_POLL,
         }))
     }
@@ -90,29 +105,31 @@ impl Reconciler {
     }
 }
 
-/// The command that marks the update of `intent` done: the same, without the spec to return to.
+/// The command that marks the update of `intent` done: the same, without the spec to return
+/// to (and so without the extra replica of a surge, which its host removes then).
 fn done(intent: &Command) -> Command {
     let rollout = intent.rollout().cloned().unwrap_or_default();
     let (Some(spec), placement) = (intent.spec(), intent.placement()) else {
         return intent.clone();
     };
-    Command::create_with(
+    without_unwanted_hosts(Command::create_with(
         spec.clone(),
         placement.to_vec(),
         Rollout {
             previous: None,
             ..rollout
         },
-    )
+    ))
 }
 
 /// The command a failed update of `intent` leads to, as its policy says: back to the previous
-/// spec (keeping the placement), or the same, paused. `None` if there is nothing to go back to.
+/// spec (keeping the placement), or the same, paused; neither keeps the extra replica of a
+/// surge. `None` if there is nothing to go back to.
 fn failed(intent: &Command, reason: &str) -> Option<Command> {
     let rollout = intent.rollout()?;
     let spec = intent.spec()?;
     let placement = intent.placement().to_vec();
-    Some(match rollout.policy.on_failure {
+    let command = match rollout.policy.on_failure {
         FailureAction::Rollback => Command::create_with(
             *rollout.previous.clone()?,
             placement,
@@ -131,7 +148,19 @@ fn failed(intent: &Command, reason: &str) -> Option<Command> {
                 ..rollout.clone()
             },
         ),
-    })
+    };
+    Some(without_unwanted_hosts(command))
+}
+
+/// `command` naming hosts only for the replicas it wants: the host of an extra replica whose
+/// update is over is forgotten with it.
+fn without_unwanted_hosts(command: Command) -> Command {
+    let wanted = usize::try_from(command.wanted_replicas()).unwrap_or(usize::MAX);
+    if command.placement().len() <= wanted {
+        return command;
+    }
+    let placement = command.placement()[..wanted].to_vec();
+    command.with_placement(placement)
 }
 
 #[cfg(test)]
@@ -148,6 +177,7 @@ mod tests {
                 policy: UpdatePolicy {
                     monitor_seconds: 5,
                     on_failure,
+                    ..UpdatePolicy::default()
                 },
                 previous: Some(Box::new(spec(2, "img:1"))),
                 ..Rollout::default()
@@ -185,5 +215,32 @@ mod tests {
         let rollout = finished.rollout().expect("a rollout");
         assert_eq!(rollout.previous, None);
         assert_eq!(rollout.policy.monitor_seconds, 5);
+    }
+
+    /// An update that surges, its extra replica (2) placed on h3.
+    fn surging(on_failure: FailureAction) -> Command {
+        let update = updating(on_failure);
+        let mut rollout = update.rollout().cloned().expect("a rollout");
+        rollout.policy.max_surge = 1;
+        let placement = vec!["h1".into(), "h2".into(), "h3".into()];
+        Command::create_with(spec(2, "img:2"), placement, rollout)
+    }
+
+    #[test]
+    fn the_extra_replica_and_its_host_are_dropped_however_the_update_ends() {
+        assert_eq!(surging(FailureAction::Rollback).wanted_replicas(), 3);
+        let ended = [
+            done(&surging(FailureAction::Rollback)),
+            failed(&surging(FailureAction::Rollback), "replica 2 failed").expect("rolled back"),
+            failed(&surging(FailureAction::Pause), "replica 2 failed").expect("paused"),
+        ];
+        for command in ended {
+            assert_eq!(command.wanted_replicas(), 2, "{command:?}");
+            assert_eq!(command.placement(), ["h1", "h2"]);
+            assert!(command.replicas_on("h3").is_empty());
+            // The policy is kept: the next update surges again.
+            let policy = command.rollout().map(|rollout| rollout.policy.max_surge);
+            assert_eq!(policy, Some(1));
+        }
     }
 }
