@@ -1,7 +1,10 @@
 //! OTLP span export, used by the `telemetry` set-up when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The exporter is opentelemetry-otlp's, so the
 //! standard `OTEL_EXPORTER_OTLP_*` variables apply (protocol `grpc` or `http/protobuf`, headers,
-//! timeout); `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service.
+//! timeout); `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service. An `https://`
+//! endpoint is reached over TLS, verified against `OTEL_EXPORTER_OTLP_CERTIFICATE` if given
+//! (with a client certificate from `…_CLIENT_CERTIFICATE` / `…_CLIENT_KEY`): see
+//! [`crate::otlp_tls`].
 //!
 //! The SDK's batch processor exports from a plain thread, while the gRPC and HTTP clients need
 //! a Tokio reactor: [`OnRuntime`] gives the exporter a small runtime of its own, so export never
@@ -26,6 +29,11 @@ pub enum OtlpError {
     Runtime(#[from] std::io::Error),
     #[error("cannot build the OTLP span exporter: {0}")]
     Exporter(String),
+    #[error("{variable}: {reason}")]
+    Tls {
+        variable: &'static str,
+        reason: String,
+    },
 }
 
 /// True when an OTLP endpoint is configured and the SDK is not disabled.
@@ -40,6 +48,9 @@ pub fn configured() -> bool {
 /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) says otherwise.
 pub fn provider(default_service: &str) -> Result<SdkTracerProvider, OtlpError> {
     let protocol = protocol()?;
+    let tls = crate::otlp_tls::endpoint_is_https()
+        .then(crate::otlp_tls::ExportTls::from_env)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("otlp-export")
@@ -50,9 +61,22 @@ pub fn provider(default_service: &str) -> Result<SdkTracerProvider, OtlpError> {
     let exporter = {
         let _entered = runtime.enter();
         let builder = opentelemetry_otlp::SpanExporter::builder();
-        match protocol {
-            opentelemetry_otlp::Protocol::Grpc => builder.with_tonic().build(),
-            _ => builder.with_http().with_protocol(protocol).build(),
+        match (protocol, &tls) {
+            (opentelemetry_otlp::Protocol::Grpc, None) => builder.with_tonic().build(),
+            (opentelemetry_otlp::Protocol::Grpc, Some(tls)) => {
+                use opentelemetry_otlp::WithTonicConfig;
+                builder.with_tonic().with_tls_config(tls.tonic()).build()
+            }
+            (_, None) => builder.with_http().with_protocol(protocol).build(),
+            (_, Some(tls)) => {
+                use opentelemetry_otlp::WithHttpConfig;
+                let client = tls.reqwest(EXPORT_TIMEOUT)?;
+                builder
+                    .with_http()
+                    .with_protocol(protocol)
+                    .with_http_client(client)
+                    .build()
+            }
         }
     };
     let exporter = match exporter {
@@ -71,6 +95,9 @@ pub fn provider(default_service: &str) -> Result<SdkTracerProvider, OtlpError> {
         })
         .build())
 }
+
+/// How long one export over HTTPS may take (the HTTP client's timeout; the SDK's default).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else
 /// `http/protobuf` (the specification's default).

@@ -1,6 +1,7 @@
 //! A local OTLP trace receiver for tests: gRPC (the collector's `TraceService`) or HTTP
 //! (`POST /v1/traces` with a binary protobuf body) on 127.0.0.1, keeping every span it is sent
-//! with the service that sent it.
+//! with the service that sent it. [`OtlpReceiver::start_tls`] serves the same over TLS with the
+//! test CA's server certificate (gRPC also requiring a client certificate of that CA).
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -53,12 +54,23 @@ impl OtlpProtocol {
 
 pub struct OtlpReceiver {
     pub address: SocketAddr,
+    tls: bool,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     stop: CancellationToken,
 }
 
 impl OtlpReceiver {
     pub async fn start(protocol: OtlpProtocol) -> Self {
+        Self::serve(protocol, None).await
+    }
+
+    /// Over TLS with `pki`'s server certificate; the gRPC receiver also requires a client
+    /// certificate of `pki`'s CA (mutual TLS), the HTTP one accepts any caller.
+    pub async fn start_tls(protocol: OtlpProtocol, pki: &crate::tls::TestPki) -> Self {
+        Self::serve(protocol, Some(pki)).await
+    }
+
+    async fn serve(protocol: OtlpProtocol, pki: Option<&crate::tls::TestPki>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the OTLP receiver");
@@ -67,8 +79,34 @@ impl OtlpReceiver {
         let stop = CancellationToken::new();
         let sink = Sink(spans.clone());
         let until = stop.clone().cancelled_owned();
-        match protocol {
-            OtlpProtocol::Grpc => {
+        match (protocol, pki) {
+            (OtlpProtocol::Grpc, Some(pki)) => {
+                let read = |name: &str| std::fs::read(pki.path(name)).expect("a PEM file");
+                let tls = tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(
+                        read("server.pem"),
+                        read("server.key"),
+                    ))
+                    .client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca_pem));
+                let server = tonic::transport::Server::builder()
+                    .tls_config(tls)
+                    .expect("the receiver's TLS")
+                    .add_service(TraceServiceServer::new(sink))
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        until,
+                    );
+                tokio::spawn(server);
+            }
+            (OtlpProtocol::HttpProtobuf, Some(pki)) => {
+                let app = axum::Router::new()
+                    .route("/v1/traces", axum::routing::post(http_export))
+                    .with_state(sink);
+                let acceptor =
+                    krane_api::tls::acceptor(&pki.server_settings(false)).expect("TLS acceptor");
+                tokio::spawn(krane_api::tls::serve(listener, acceptor, app, stop.clone()));
+            }
+            (OtlpProtocol::Grpc, None) => {
                 let server = tonic::transport::Server::builder()
                     .add_service(TraceServiceServer::new(sink))
                     .serve_with_incoming_shutdown(
@@ -77,7 +115,7 @@ impl OtlpReceiver {
                     );
                 tokio::spawn(server);
             }
-            OtlpProtocol::HttpProtobuf => {
+            (OtlpProtocol::HttpProtobuf, None) => {
                 let app = axum::Router::new()
                     .route("/v1/traces", axum::routing::post(http_export))
                     .with_state(sink);
@@ -90,6 +128,7 @@ impl OtlpReceiver {
         }
         Self {
             address,
+            tls: pki.is_some(),
             spans,
             stop,
         }
@@ -97,7 +136,11 @@ impl OtlpReceiver {
 
     /// The value of `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        if self.tls {
+            format!("https://localhost:{}", self.address.port())
+        } else {
+            format!("http://{}", self.address)
+        }
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {

@@ -80,6 +80,17 @@ impl TestPki {
         )
     }
 
+    /// Writes `client`'s certificate and key as `<name>.pem` and `<name>.key`; their paths.
+    pub fn write_client(&self, name: &str, client: &ClientCert) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&cert, &client.cert_pem).expect("write");
+        std::fs::write(&key, &client.key_pem).expect("write");
+        (cert, key)
+    }
+
     /// A client certificate of this CA naming `uri` that expired in 2001.
     pub fn expired_client(&self, uri: &str) -> ClientCert {
         self.client_valid(

@@ -7,6 +7,12 @@
 //! accepted. Gateways stored before the run are untouched: same record, same KV revision, same
 //! latest command.
 //!
+//! The same run is made again against an API with scoped credentials: each call then carries
+//! the token of a writer scoped to the fuzz namespace, of a read-only reader, a wrong token or
+//! none, and must also be refused as `unauthenticated` (no or a wrong token) or
+//! `permission_denied` (the reader writing, the writer naming another namespace) when that is
+//! the truth, and never accepted otherwise.
+//!
 //! The run is reproducible: `KRANE_FUZZ_SEED=<seed>` replays it (the seed is in every failure
 //! message); `KRANE_FUZZ_REQUESTS` changes the number of calls.
 
@@ -36,8 +42,30 @@ const CONCURRENCY: usize = 16;
 /// Failures shown in full; the rest are only counted.
 const FAILURES_SHOWN: usize = 20;
 
+const WRITER_TOKEN: &str = "fuzz-writer-6c1a";
+const READER_TOKEN: &str = "fuzz-reader-3e9b";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_stored() {
+    fuzz(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_credentials_on_random_calls_are_also_refused_for_who_sends_them() {
+    fuzz(true).await;
+}
+
+/// The scoped credentials of the run with authentication: the writer may change only the fuzz
+/// namespace, the reader may read everything.
+fn credentials(fuzz_namespace: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"writer\"\ntoken = \"{WRITER_TOKEN}\"\nnamespaces = [\"{fuzz_namespace}\"]\n\
+         access = \"read-write\"\n\n[[tokens]]\nname = \"reader\"\ntoken = \"{READER_TOKEN}\"\n\
+         namespaces = [\"*\"]\naccess = \"read-only\"\n"
+    )
+}
+
+async fn fuzz(authenticated: bool) {
     let seed = env_number("KRANE_FUZZ_SEED", DEFAULT_SEED);
     let requests = env_number("KRANE_FUZZ_REQUESTS", DEFAULT_REQUESTS as u64) as usize;
     let kept_namespace = unique_namespace("fuzz-kept");
@@ -56,13 +84,26 @@ async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_store
     }
     let before = stored_state(&krane, &kept_namespace, &kept_ids).await;
 
+    // Kept for the whole run: the API reads it when it starts (and on SIGHUP).
+    let credentials_file = tempfile::NamedTempFile::new().expect("a temp file");
+    let api = if authenticated {
+        std::fs::write(credentials_file.path(), credentials(&fuzz_namespace)).expect("write");
+        let options = krane_api::ApiOptions {
+            auth_tokens_file: Some(credentials_file.path().to_path_buf()),
+            ..Default::default()
+        };
+        krane.serve_api(options).await.0
+    } else {
+        krane.api_addr
+    };
     let generator = Generator {
-        fuzz_namespace,
+        fuzz_namespace: fuzz_namespace.clone(),
         kept_namespace: kept_namespace.clone(),
+        authenticated,
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let probes: Vec<Probe> = (0..requests).map(|_| generator.probe(&mut rng)).collect();
-    let sender = Sender::new(krane.api_addr);
+    let sender = Sender::new(api);
     let started = Instant::now();
     let outcomes: Vec<(Probe, Outcome)> = futures::stream::iter(probes)
         .map(|probe| {
@@ -84,7 +125,7 @@ async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_store
         *by_kind
             .entry(format!("{:?} {:?}", probe.encoding, probe.kind))
             .or_default() += 1;
-        match judge(probe, outcome) {
+        match judge(probe, outcome, &fuzz_namespace) {
             Ok(answer) => *by_answer.entry(answer).or_default() += 1,
             Err(problem) => {
                 *by_answer.entry("FAILED".into()).or_default() += 1;
@@ -93,7 +134,12 @@ async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_store
         }
     }
     let mut report = format!(
-        "fuzz seed {seed}: {} calls in {elapsed:.1?} ({CONCURRENCY} at a time)\ncalls by kind:\n",
+        "fuzz seed {seed}{}: {} calls in {elapsed:.1?} ({CONCURRENCY} at a time)\ncalls by kind:\n",
+        if authenticated {
+            " (scoped credentials)"
+        } else {
+            ""
+        },
         outcomes.len()
     );
     for (kind, count) in &by_kind {
@@ -137,6 +183,15 @@ async fn random_and_malformed_calls_are_refused_clearly_and_change_nothing_store
         assert!(
             record.namespace != kept_namespace || kept_ids.contains(&record.gateway_id.as_str()),
             "seed {seed}: the fuzzer created {}/{}",
+            record.namespace,
+            record.gateway_id
+        );
+        // With credentials, only the writer could store anything, and only in its namespace.
+        assert!(
+            !authenticated
+                || record.namespace == kept_namespace
+                || record.namespace == fuzz_namespace,
+            "seed {seed}: a call outside the writer's scope stored {}/{}",
             record.namespace,
             record.gateway_id
         );
@@ -227,12 +282,37 @@ enum Kind {
     BadFraming,
 }
 
+/// Who sends a call to the API with credentials (`None` in the run without).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// Read-write, in the fuzz namespace only.
+    Writer,
+    /// Read-only, everywhere.
+    Reader,
+    /// No token.
+    Anonymous,
+    /// A token nobody issued.
+    Stranger,
+}
+
+impl Caller {
+    fn authorization(self) -> Option<String> {
+        match self {
+            Self::Writer => Some(format!("Bearer {WRITER_TOKEN}")),
+            Self::Reader => Some(format!("Bearer {READER_TOKEN}")),
+            Self::Anonymous => None,
+            Self::Stranger => Some("Bearer fuzz-stranger-0000".to_string()),
+        }
+    }
+}
+
 struct Probe {
     rpc: Rpc,
     encoding: Encoding,
     kind: Kind,
     body: Vec<u8>,
     chunked: bool,
+    caller: Option<Caller>,
 }
 
 impl Probe {
@@ -260,12 +340,15 @@ impl Probe {
             }),
         };
         format!(
-            "{:?} {:?} {:?} ({} bytes{}): {text}",
+            "{:?} {:?} {:?} ({} bytes{}){}: {text}",
             self.encoding,
             self.rpc,
             self.kind,
             self.body.len(),
-            if self.chunked { ", chunked" } else { "" }
+            if self.chunked { ", chunked" } else { "" },
+            self.caller
+                .map(|caller| format!(" by {caller:?}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -328,9 +411,7 @@ impl Sender {
                     Encoding::Json => "application/json",
                     _ => "application/proto",
                 };
-                let sent = self
-                    .http1
-                    .post(url)
+                let sent = with_caller(self.http1.post(url), probe.caller)
                     .header(CONTENT_TYPE, content_type)
                     .header("connect-protocol-version", "1")
                     .body(body)
@@ -353,9 +434,7 @@ impl Sender {
                 }
             }
             Encoding::Grpc => {
-                let sent = self
-                    .http2
-                    .post(url)
+                let sent = with_caller(self.http2.post(url), probe.caller)
                     .header(CONTENT_TYPE, "application/grpc")
                     .header("te", "trailers")
                     .body(body)
@@ -385,6 +464,17 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+/// The request with the caller's `Authorization` header, if it sends one.
+fn with_caller(
+    request: reqwest::RequestBuilder,
+    caller: Option<Caller>,
+) -> reqwest::RequestBuilder {
+    match caller.and_then(Caller::authorization) {
+        Some(value) => request.header("authorization", value),
+        None => request,
     }
 }
 
@@ -425,6 +515,8 @@ fn percent_decode(bytes: &[u8]) -> String {
 
 const INVALID_ARGUMENT: i32 = 3;
 const NOT_FOUND: i32 = 5;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
 const RESOURCE_EXHAUSTED: i32 = 8;
 
 /// Field paths of the three request messages, as refusals name them.
@@ -463,9 +555,47 @@ fn names_what_is_wrong(message: &str) -> bool {
     }
 }
 
+/// Whether a `permission_denied` with `message` is the truth for the call: the reader writing,
+/// or the writer naming a namespace other than its own.
+fn rightly_denied(probe: &Probe, message: &str, writer_namespace: &str) -> bool {
+    match probe.caller {
+        Some(Caller::Reader) => {
+            matches!(probe.rpc, Rpc::Create | Rpc::Delete) && message.contains("is read-only")
+        }
+        Some(Caller::Writer) => {
+            message.contains("may not")
+                && !message.contains(&format!("namespace {writer_namespace:?}"))
+        }
+        _ => false,
+    }
+}
+
 /// `Ok(answer bucket)` when the answer is right for the call, else what is wrong with it.
-fn judge(probe: &Probe, outcome: &Outcome) -> Result<String, String> {
+fn judge(probe: &Probe, outcome: &Outcome, writer_namespace: &str) -> Result<String, String> {
     let oversized = probe.oversized();
+    if matches!(probe.caller, Some(Caller::Anonymous | Caller::Stranger)) {
+        return match outcome {
+            Outcome::Connect { status: 401, body }
+                if serde_json::from_slice::<serde_json::Value>(body)
+                    .is_ok_and(|error| error["code"] == "unauthenticated") =>
+            {
+                Ok("connect 401 unauthenticated".into())
+            }
+            Outcome::Grpc {
+                status: 200,
+                code: Some(UNAUTHENTICATED),
+                ..
+            } => Ok("grpc unauthenticated".into()),
+            Outcome::Transport(error) => Err(format!("no answer: {error}")),
+            Outcome::Connect { status, body } => Err(format!(
+                "HTTP {status} without credentials: {:?}",
+                String::from_utf8_lossy(body)
+            )),
+            Outcome::Grpc { code, message, .. } => Err(format!(
+                "gRPC status {code:?} without credentials: {message:?}"
+            )),
+        };
+    }
     match outcome {
         Outcome::Transport(error) => Err(format!("no answer: {error}")),
         Outcome::Connect { status, body } => {
@@ -493,6 +623,7 @@ fn judge(probe: &Probe, outcome: &Outcome) -> Result<String, String> {
                 "invalid_argument" if !oversized && names_what_is_wrong(message) => 400,
                 "resource_exhausted" if oversized => 429,
                 "not_found" if probe.rpc == Rpc::Get && message.contains("not found") => 404,
+                "permission_denied" if rightly_denied(probe, message, writer_namespace) => 403,
                 _ => return Err(format!("HTTP {status} {code}: {message:?}")),
             };
             if status != expected_status {
@@ -516,6 +647,9 @@ fn judge(probe: &Probe, outcome: &Outcome) -> Result<String, String> {
                 Some(RESOURCE_EXHAUSTED) if oversized => "resource_exhausted",
                 Some(NOT_FOUND) if probe.rpc == Rpc::Get && message.contains("not found") => {
                     "not_found"
+                }
+                Some(PERMISSION_DENIED) if rightly_denied(probe, message, writer_namespace) => {
+                    "permission_denied"
                 }
                 _ => return Err(format!("gRPC status {code:?}: {message:?}")),
             };
@@ -595,6 +729,8 @@ const BAD_NUMBERS: [&str; 28] = [
 struct Generator {
     fuzz_namespace: String,
     kept_namespace: String,
+    /// Calls carry credentials (of a writer, a reader, a stranger, or none).
+    authenticated: bool,
 }
 
 impl Generator {
@@ -613,12 +749,22 @@ impl Generator {
             Encoding::Grpc => self.grpc(rng, rpc),
         };
         let chunked = kind == Kind::OversizedChunked;
+        // Oversized bodies come from the writer: a refusal before the body is read could
+        // reset an HTTP/1 connection still sending it.
+        let caller = self.authenticated.then(|| match rng.random_range(0..20) {
+            _ if matches!(kind, Kind::Oversized | Kind::OversizedChunked) => Caller::Writer,
+            0..=12 => Caller::Writer,
+            13..=15 => Caller::Reader,
+            16..=17 => Caller::Anonymous,
+            _ => Caller::Stranger,
+        });
         Probe {
             rpc,
             encoding,
             kind,
             body,
             chunked,
+            caller,
         }
     }
 

@@ -6,6 +6,7 @@ use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::gateway_request;
 use krane_tests::otlp::{OtlpProtocol, OtlpReceiver, ReceivedSpan};
 use krane_tests::process::ServiceProcess;
+use krane_tests::tls::TestPki;
 use krane_tests::{Krane, Protocol, TestClient, eventually, unique_namespace};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,20 @@ async fn api_and_worker_spans_share_one_trace_over_http_protobuf() {
     run.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_mutual_tls_to_a_grpc_receiver() {
+    let pki = TestPki::new();
+    let run = TracedRun::start_with(OtlpProtocol::Grpc, "otlpgrpctls", Some(&pki)).await;
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_tls_to_an_http_receiver() {
+    let pki = TestPki::new();
+    let run = TracedRun::start_with(OtlpProtocol::HttpProtobuf, "otlphttptls", Some(&pki)).await;
+    run.finish().await;
+}
+
 /// NATS, an OTLP receiver, and the API and worker as processes exporting to it, after one
 /// gateway was created and runs.
 struct TracedRun {
@@ -39,9 +54,39 @@ struct TracedRun {
 
 impl TracedRun {
     async fn start(protocol: OtlpProtocol, prefix: &str) -> Self {
+        Self::start_with(protocol, prefix, None).await
+    }
+
+    /// With `pki`, the receiver serves TLS and the binaries trust its CA
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`) and present a client certificate of it.
+    async fn start_with(protocol: OtlpProtocol, prefix: &str, pki: Option<&TestPki>) -> Self {
         let namespace = unique_namespace(prefix);
         let krane = Krane::start_without_worker(&namespace).await;
-        let receiver = OtlpReceiver::start(protocol).await;
+        let receiver = match pki {
+            Some(pki) => OtlpReceiver::start_tls(protocol, pki).await,
+            None => OtlpReceiver::start(protocol).await,
+        };
+        let tls_env: Vec<(String, String)> = match pki {
+            Some(pki) => {
+                let (cert, key) =
+                    pki.write_client("exporter", &pki.client("spiffe://krane.test/exporter"));
+                vec![
+                    (
+                        "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                        pki.path("ca.pem").display().to_string(),
+                    ),
+                    (
+                        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".into(),
+                        cert.display().to_string(),
+                    ),
+                    (
+                        "OTEL_EXPORTER_OTLP_CLIENT_KEY".into(),
+                        key.display().to_string(),
+                    ),
+                ]
+            }
+            None => Vec::new(),
+        };
         let otel = |service: Option<&str>| {
             let mut env = vec![
                 (
@@ -56,6 +101,7 @@ impl TracedRun {
             if let Some(service) = service {
                 env.push(("OTEL_SERVICE_NAME".to_string(), service.to_string()));
             }
+            env.extend(tls_env.iter().cloned());
             env
         };
         let nats = krane.nats.url();
@@ -234,7 +280,9 @@ async fn logged_address(process: &ServiceProcess, message: &str) -> SocketAddr {
 }
 
 async fn scrape(address: SocketAddr) -> String {
-    let response = reqwest::get(format!("http://{address}/metrics"))
+    let response = krane_tests::http_client()
+        .get(format!("http://{address}/metrics"))
+        .send()
         .await
         .expect("GET /metrics");
     assert!(response.status().is_success());
