@@ -1,5 +1,5 @@
-//! The connection to the API: the generated Connect client (JSON), with the token and a call
-//! deadline, and the two calls both the commands and the progress display use.
+//! The connection to the API: the generated Connect client (JSON), with the token, TLS for an
+//! `https://` API (a CA of its own, a client certificate) and a call deadline, and the two calls both the commands and the progress display use.
 
 use crate::args::{Cli, Output, Target};
 use anyhow::Context;
@@ -68,7 +68,62 @@ fn connect(cli: &Cli, deadline: Option<Duration>) -> anyhow::Result<GatewayServi
             .try_default_header("authorization", format!("Bearer {token}"))
             .context("the token is not a valid header value")?;
     }
+    if let Some(tls) = tls_config(cli)? {
+        let transport = connectrpc_axum_client::HyperTransport::builder()
+            .tls_config(tls)
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot set up TLS: {error}"))?;
+        builder = builder.with_transport(transport);
+    }
     builder.build().context("cannot build the API client")
+}
+
+/// TLS for an `https://` API when `--tls-ca` or a client certificate is given (rustls with
+/// `ring`); without either, the system's roots.
+fn tls_config(cli: &Cli) -> anyhow::Result<Option<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if cli.tls_ca.is_none() && cli.tls_client_cert.is_none() {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &cli.tls_ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("--tls-ca {}", path.display()))?
+            {
+                let cert = cert.with_context(|| format!("--tls-ca {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("--tls-ca {}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system root rustls cannot use is skipped.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    // The transport sets ALPN (h2, HTTP/1.1) itself.
+    let config = match (&cli.tls_client_cert, &cli.tls_client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("--tls-client-cert {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("--tls-client-key {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and key do not go together")?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(config))
 }
 
 pub fn call_error(rpc: &str, error: connectrpc_axum_client::ClientError) -> anyhow::Error {

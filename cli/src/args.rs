@@ -19,6 +19,29 @@ pub struct Cli {
     #[arg(long, env = "KRANE_AUTH_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
+    /// For an `https://` API: the PEM CA its certificate chains to (default: the system's
+    /// roots).
+    #[arg(long, env = "KRANE_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// For an API with mutual TLS: this PEM client certificate (with `--tls-client-key`).
+    #[arg(
+        long,
+        env = "KRANE_TLS_CLIENT_CERT",
+        requires = "tls_client_key",
+        global = true
+    )]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-client-cert`.
+    #[arg(
+        long,
+        env = "KRANE_TLS_CLIENT_KEY",
+        requires = "tls_client_cert",
+        global = true
+    )]
+    pub tls_client_key: Option<std::path::PathBuf>,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,

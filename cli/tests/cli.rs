@@ -224,3 +224,65 @@ async fn list_and_watch() {
         "{text}"
     );
 }
+
+/// `krane` against `url` with `args`.
+async fn krane_at(url: String, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_krane"))
+            .arg("--api")
+            .arg(url)
+            .args(args)
+            .output()
+            .expect("run krane")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_api_is_reached_with_its_ca_and_a_token_or_a_client_certificate() {
+    use krane_tests::tls::TestPki;
+    let namespace = unique_namespace("clitls");
+    let (api, _runtime) = started(&namespace).await;
+    let pki = TestPki::new();
+    let (address, stop) = api
+        .serve_api(krane_api::ApiOptions {
+            auth_token: Some("cli-tls-token".into()),
+            tls: Some(pki.server_settings(true)),
+            ..Default::default()
+        })
+        .await;
+    let url = format!("https://localhost:{}", address.port());
+    let ca = pki.path("ca.pem").display().to_string();
+    let (cert, key) = pki.write_client("cli", &pki.client("spiffe://krane.test/cli"));
+    let list = |extra: &[&str]| {
+        let mut args: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        args.extend(["gateway", "list", "--namespace", &namespace].map(String::from));
+        krane_at(url.clone(), args)
+    };
+
+    let with_token = list(&["--tls-ca", &ca, "--token", "cli-tls-token"]).await;
+    assert!(with_token.status.success(), "{with_token:?}");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let with_certificate = list(&[
+        "--tls-ca",
+        &ca,
+        "--tls-client-cert",
+        &cert,
+        "--tls-client-key",
+        &key,
+    ])
+    .await;
+    assert!(with_certificate.status.success(), "{with_certificate:?}");
+
+    let without_credentials = list(&["--tls-ca", &ca]).await;
+    assert!(!without_credentials.status.success());
+    let said = String::from_utf8_lossy(&without_credentials.stderr);
+    assert!(said.contains("Unauthenticated"), "{said}");
+    let unknown_ca = list(&["--token", "cli-tls-token"]).await;
+    assert!(
+        !unknown_ca.status.success(),
+        "a server certificate of an unknown CA must not be trusted: {unknown_ca:?}"
+    );
+    stop.cancel();
+}
