@@ -133,9 +133,11 @@ impl Store {
             let value = encode("gateway record", &record)?;
             let written = if stored.revision == 0 {
                 self.gateways.create(&kv_key, value).await.map_err(|error| {
+                    let text = error.to_string();
                     (
-                        matches!(error.kind(), kv::CreateErrorKind::AlreadyExists),
-                        error.to_string(),
+                        matches!(error.kind(), kv::CreateErrorKind::AlreadyExists)
+                            || lost_a_race(&text),
+                        text,
                     )
                 })
             } else {
@@ -143,9 +145,11 @@ impl Store {
                     .update(&kv_key, value, stored.revision)
                     .await
                     .map_err(|error| {
+                        let text = error.to_string();
                         (
-                            matches!(error.kind(), kv::UpdateErrorKind::WrongLastRevision),
-                            error.to_string(),
+                            matches!(error.kind(), kv::UpdateErrorKind::WrongLastRevision)
+                                || lost_a_race(&text),
+                            text,
                         )
                     })
             };
@@ -329,4 +333,24 @@ pub(crate) struct StoredMessage {
     /// When the server stored it.
     pub time: SystemTime,
     pub payload: bytes::Bytes,
+}
+
+/// Whether a failed compare-and-set lost a race with another writer. Replicated buckets can
+/// answer a lost race with JetStream's error 10164 ("wrong last sequence"), which async-nats
+/// does not map to `WrongLastRevision` but to `Other`; only its text tells it apart.
+fn lost_a_race(error: &str) -> bool {
+    error.contains("wrong last sequence")
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::lost_a_race;
+
+    #[test]
+    fn a_lost_race_is_told_by_the_servers_words() {
+        assert!(lost_a_race(
+            "failed getting entry: publish failed: wrong last sequence (code 400, error code 10164)"
+        ));
+        assert!(!lost_a_race("failed getting entry: timed out"));
+    }
 }
