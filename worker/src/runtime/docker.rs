@@ -160,11 +160,10 @@ impl DockerRuntime {
         if !exited && restarts == 0 {
             return None;
         }
-        // Running again after a restart, the engine shows exit code 0: not how it ended.
         let exit_code = inspected
             .state
             .and_then(|state| state.exit_code)
-            .filter(|_| exited);
+            .unwrap_or_default();
         let options = LogsOptions {
             stdout: true,
             stderr: true,

@@ -59,13 +59,9 @@ pub fn from_health(health: Health, output: &str) -> Option<Readiness> {
 }
 
 /// Why a container that exited (and may be restarting) is failing: its exit code, how often
-/// the engine restarted it, and the last lines of its log. `exit_code` is `None` while the
-/// engine runs it again after a restart: Docker then shows 0, which is not how it last ended.
-pub fn exit_reason(exit_code: Option<i64>, restarts: i64, log_tail: &str) -> String {
-    let mut reason = match exit_code {
-        Some(code) => format!("exited with code {code}"),
-        None => "keeps exiting".to_string(),
-    };
+/// the engine restarted it, and the last lines of its log.
+pub fn exit_reason(exit_code: i64, restarts: i64, log_tail: &str) -> String {
+    let mut reason = format!("exited with code {exit_code}");
     if restarts > 0 {
         reason.push_str(&format!(" (restarted {restarts} times)"));
     }
@@ -235,23 +231,14 @@ mod tests {
 
     #[test]
     fn an_exit_reason_carries_code_restarts_and_the_log_tail() {
-        let reason = exit_reason(
-            Some(3),
-            2,
-            "starting\nconfig invalid\n\nexiting with code 3\n",
-        );
+        let reason = exit_reason(3, 2, "starting\nconfig invalid\n\nexiting with code 3\n");
         assert_eq!(
             reason,
             "exited with code 3 (restarted 2 times): starting | config invalid | exiting with code 3"
         );
-        assert_eq!(exit_reason(Some(1), 0, ""), "exited with code 1");
-        assert_eq!(
-            exit_reason(None, 1, "exiting with code 3"),
-            "keeps exiting (restarted 1 times): exiting with code 3",
-            "a container running again after a restart shows no exit code of its own"
-        );
+        assert_eq!(exit_reason(1, 0, ""), "exited with code 1");
         let long = "x".repeat(1000);
-        assert!(exit_reason(Some(1), 0, &long).chars().count() < 450);
+        assert!(exit_reason(1, 0, &long).chars().count() < 450);
     }
 
     #[test]
