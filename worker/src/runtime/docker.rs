@@ -6,7 +6,7 @@
 //! container each `probe_interval` and reports those whose answer changed), and for one that
 //! exits, its exit code and last log lines.
 
-use super::readiness::{self, Health, ProbeBoard, TcpProbe};
+use super::readiness::{self, ExitCodes, Health, ProbeBoard, TcpProbe};
 use super::{
     ContainerRuntime, ContainerState, ObservedContainer, Readiness, ReplicaContainer, RuntimeError,
 };
@@ -75,6 +75,8 @@ struct ReadinessProbing {
     probe: TcpProbe,
     interval: Duration,
     board: ProbeBoard,
+    /// How each container last ended, from the engine's `die` events.
+    exit_codes: ExitCodes,
 }
 
 /// A listed container with what the listing's status text says of its health.
@@ -160,10 +162,13 @@ impl DockerRuntime {
         if !exited && restarts == 0 {
             return None;
         }
-        let exit_code = inspected
-            .state
-            .and_then(|state| state.exit_code)
-            .unwrap_or_default();
+        // Running again after a restart, the engine shows exit code 0, not how it last ended:
+        // that comes from its last `die` event, if this worker saw it.
+        let exit_code = if exited {
+            inspected.state.and_then(|state| state.exit_code)
+        } else {
+            self.readiness.exit_codes.last(name)
+        };
         let options = LogsOptions {
             stdout: true,
             stderr: true,
@@ -210,6 +215,7 @@ impl DockerRuntime {
             probe,
             interval,
             board: ProbeBoard::default(),
+            exit_codes: ExitCodes::default(),
         });
         self
     }
@@ -247,6 +253,7 @@ impl DockerRuntime {
                 },
                 interval: Duration::from_secs(1),
                 board: ProbeBoard::default(),
+                exit_codes: ExitCodes::default(),
             }),
         };
         Ok(runtime)
@@ -353,20 +360,35 @@ impl ContainerRuntime for DockerRuntime {
             filters: Some(filters),
             ..Default::default()
         };
-        let engine = self
-            .docker
-            .events(Some(options))
-            .filter_map(|event| async move {
+        let readiness = self.readiness.clone();
+        let engine = self.docker.events(Some(options)).filter_map(move |event| {
+            let readiness = readiness.clone();
+            async move {
                 match event {
                     Ok(event) => {
                         let attributes = event.actor?.attributes?;
+                        if let Some(name) = attributes.get("name") {
+                            match event.action.as_deref() {
+                                Some("die") => {
+                                    let code = attributes
+                                        .get("exitCode")
+                                        .and_then(|code| code.parse().ok());
+                                    if let Some(code) = code {
+                                        readiness.exit_codes.died(name, code);
+                                    }
+                                }
+                                Some("destroy") => readiness.exit_codes.forget(name),
+                                _ => {}
+                            }
+                        }
                         let namespace = attributes.get(names::LABEL_NAMESPACE)?;
                         let gateway_id = attributes.get(names::LABEL_GATEWAY_ID)?;
                         Some(Ok(GatewayKey::new(namespace, gateway_id)))
                     }
                     Err(error) => Some(Err(classify(error))),
                 }
-            });
+            }
+        });
         let probes = probe_changes(
             self.docker.clone(),
             owned_labels(host_id),

@@ -59,9 +59,14 @@ pub fn from_health(health: Health, output: &str) -> Option<Readiness> {
 }
 
 /// Why a container that exited (and may be restarting) is failing: its exit code, how often
-/// the engine restarted it, and the last lines of its log.
-pub fn exit_reason(exit_code: i64, restarts: i64, log_tail: &str) -> String {
-    let mut reason = format!("exited with code {exit_code}");
+/// the engine restarted it, and the last lines of its log. The code is `None` when it is not
+/// known: a container the engine runs again after a restart shows 0, not how it last ended,
+/// and its last `die` event was not seen by this worker.
+pub fn exit_reason(exit_code: Option<i64>, restarts: i64, log_tail: &str) -> String {
+    let mut reason = match exit_code {
+        Some(code) => format!("exited with code {code}"),
+        None => "keeps exiting".to_string(),
+    };
     if restarts > 0 {
         reason.push_str(&format!(" (restarted {restarts} times)"));
     }
@@ -139,6 +144,35 @@ struct LastProbe {
     port: u16,
     gateway: GatewayKey,
     outcome: Probed,
+}
+
+/// The exit code of each container's last `die` event, as the engine's event stream told it:
+/// while the engine runs a container again after a restart, inspecting it shows exit code 0,
+/// so how it last ended is kept here. Forgotten when the container is destroyed.
+#[derive(Debug, Default)]
+pub struct ExitCodes {
+    codes: Mutex<HashMap<String, i64>>,
+}
+
+impl ExitCodes {
+    /// A `die` of `name` with `code`.
+    pub fn died(&self, name: &str, code: i64) {
+        if let Ok(mut codes) = self.codes.lock() {
+            codes.insert(name.to_string(), code);
+        }
+    }
+
+    /// `name` was destroyed.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut codes) = self.codes.lock() {
+            codes.remove(name);
+        }
+    }
+
+    /// The code of `name`'s last `die`, if one was seen.
+    pub fn last(&self, name: &str) -> Option<i64> {
+        self.codes.lock().ok()?.get(name).copied()
+    }
 }
 
 /// The last probe of each container (by name): the port probed and what it said.
@@ -231,14 +265,23 @@ mod tests {
 
     #[test]
     fn an_exit_reason_carries_code_restarts_and_the_log_tail() {
-        let reason = exit_reason(3, 2, "starting\nconfig invalid\n\nexiting with code 3\n");
+        let reason = exit_reason(
+            Some(3),
+            2,
+            "starting\nconfig invalid\n\nexiting with code 3\n",
+        );
         assert_eq!(
             reason,
             "exited with code 3 (restarted 2 times): starting | config invalid | exiting with code 3"
         );
-        assert_eq!(exit_reason(1, 0, ""), "exited with code 1");
+        assert_eq!(exit_reason(Some(1), 0, ""), "exited with code 1");
+        assert_eq!(
+            exit_reason(None, 1, "exiting with code 3"),
+            "keeps exiting (restarted 1 times): exiting with code 3",
+            "no exit code is made up when none is known"
+        );
         let long = "x".repeat(1000);
-        assert!(exit_reason(1, 0, &long).chars().count() < 450);
+        assert!(exit_reason(Some(1), 0, &long).chars().count() < 450);
     }
 
     #[test]
