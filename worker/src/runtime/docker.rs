@@ -162,12 +162,17 @@ impl DockerRuntime {
         if !exited && restarts == 0 {
             return None;
         }
-        // Running again after a restart, the engine shows exit code 0, not how it last ended:
-        // that comes from its last `die` event, if this worker saw it.
-        let exit_code = if exited {
-            inspected.state.and_then(|state| state.exit_code)
-        } else {
+        // Running again after a restart (maybe since it was listed), the engine shows exit
+        // code 0, not how it last ended: that comes from its last `die` event, if this worker
+        // saw it. Judged by the state inspected now, not the one listed before.
+        let running_again = inspected
+            .state
+            .as_ref()
+            .is_some_and(|state| state.running == Some(true) && state.restarting != Some(true));
+        let exit_code = if running_again {
             self.readiness.exit_codes.last(name)
+        } else {
+            inspected.state.and_then(|state| state.exit_code)
         };
         let options = LogsOptions {
             stdout: true,
