@@ -161,7 +161,11 @@ impl ContainerRuntime for FakeRuntime {
         self.with_state(|_| Ok(()))
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        _progress: &super::PullProgressSender,
+    ) -> Result<(), RuntimeError> {
         self.with_state(|state| {
             if state.images.contains(image) {
                 Ok(())
