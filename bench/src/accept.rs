@@ -302,7 +302,9 @@ async fn measure_raw(
 async fn synchronous_baseline(calls: usize, replicas: u32) -> anyhow::Result<Vec<Duration>> {
     let docker = env::docker_runtime().await?;
     let namespace = format!("kbench-sync-{}", std::process::id());
-    docker.ensure_image(env::TEST_IMAGE).await?;
+    docker
+        .ensure_image(env::TEST_IMAGE, &tokio::sync::watch::channel(None).0)
+        .await?;
     let mut latencies = Vec::new();
     let result = async {
         for call in 0..calls {

@@ -149,7 +149,9 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 /// same response the API gives; removes the containers afterwards.
 async fn container_list_get(args: &Args) -> anyhow::Result<Vec<Percentiles>> {
     let runtime = env::docker_runtime().await?;
-    runtime.ensure_image(env::TEST_IMAGE).await?;
+    runtime
+        .ensure_image(env::TEST_IMAGE, &tokio::sync::watch::channel(None).0)
+        .await?;
     let namespace = format!("kbench-get-{}", std::process::id());
     let result = async {
         let containers: Vec<ReplicaContainer> = (0..args.docker_gateways)

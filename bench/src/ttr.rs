@@ -36,7 +36,9 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
 async fn measure_all(args: &Args, namespace: &str) -> anyhow::Result<serde_json::Value> {
     let docker = Arc::new(env::docker_runtime().await?);
-    docker.ensure_image(env::TEST_IMAGE).await?;
+    docker
+        .ensure_image(env::TEST_IMAGE, &tokio::sync::watch::channel(None).0)
+        .await?;
     let stack = Stack::start(namespace, docker.clone()).await?;
     let client = stack.api.client()?;
 

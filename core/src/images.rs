@@ -66,6 +66,13 @@ impl ImagePolicy {
     }
 }
 
+/// The registry an image is pulled from, as Docker resolves the reference (`nginx:1` is
+/// `docker.io`, `127.0.0.1:5000/x:1` is `127.0.0.1:5000`); `None` if it is no reference.
+pub fn registry_of(image: &str) -> Option<String> {
+    let reference = Reference::from_str(image).ok()?;
+    Some(reference.registry().to_string())
+}
+
 /// `registry/repository` as Docker resolves the reference.
 fn full_name(image: &str) -> Option<String> {
     let reference = Reference::from_str(image).ok()?;
@@ -132,6 +139,20 @@ mod tests {
                 .check("registry.example.com/a/b/c:1")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_registry_of_an_image_is_the_one_docker_pulls_from() {
+        assert_eq!(registry_of("nginx:1").as_deref(), Some("docker.io"));
+        assert_eq!(
+            registry_of("127.0.0.1:5000/krane/gw:1").as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(
+            registry_of("registry.example.com/unkey/gw@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").as_deref(),
+            Some("registry.example.com")
+        );
+        assert_eq!(registry_of("Not A Reference"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod engines;
 pub mod nats;
 pub mod otlp;
 pub mod process;
+pub mod registry;
 pub mod tls;
 pub mod workers;
 
@@ -150,15 +151,19 @@ impl Krane {
         }
     }
 
-    /// Starts the worker (again) on the local Docker engine, with extra `krane-worker` flags.
+    /// Starts the worker (again) on the local Docker engine, with extra `krane-worker` flags
+    /// (the registry's credentials and the pull timeout among them).
     pub async fn start_worker(&mut self, extra_args: &[&str]) {
-        let runtime = krane_worker::runtime::docker::DockerRuntime::connect(
-            None,
-            Default::default(),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("connect to the Docker engine");
+        let config = worker_config(&self.nats.url(), &self.host_id(), extra_args);
+        let auth = krane_worker::runtime::docker::RegistryAuth {
+            username: config.registry_username.clone(),
+            password: config.registry_password.clone(),
+            server: config.registry_server.clone(),
+        };
+        let runtime =
+            krane_worker::runtime::docker::DockerRuntime::connect(None, auth, config.pull_timeout)
+                .await
+                .expect("connect to the Docker engine");
         self.start_worker_on(Arc::new(runtime), extra_args);
     }
 
@@ -280,9 +285,11 @@ pub fn worker_config(nats_url: &str, host_id: &str, extra_args: &[&str]) -> Work
         "10s",
         "--shutdown-grace",
         "5s",
-        "--pull-timeout",
-        "20s",
     ];
+    // A test may ask for its own pull timeout (a flag given twice is refused).
+    if !extra_args.contains(&"--pull-timeout") {
+        args.extend_from_slice(&["--pull-timeout", "20s"]);
+    }
     args.extend_from_slice(extra_args);
     WorkerConfig::parse_from(args)
 }

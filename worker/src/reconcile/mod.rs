@@ -13,6 +13,7 @@
 //! - [`report`]: which facts are news (pure) and publishing them.
 //! - [`drift`]: whether a gateway needs a reconcile at all, from memory (pure; the resync).
 //! - `intent`: the latest command, placed and projected, and this host's share of it.
+//! - `image`: the image before the containers (pulled, its progress reported).
 //! - `execute`: carrying out actions through the runtime.
 //! - `memory`: per-gateway locks, convergence marks and rollout waits, in memory.
 //! - `update`: watching an update once this host's replicas are on it (done, rolled back,
@@ -22,6 +23,7 @@ pub(crate) mod drift;
 mod execute;
 #[cfg(test)]
 mod fixtures;
+mod image;
 mod intent;
 mod memory;
 pub mod plan;
@@ -32,13 +34,12 @@ mod tests;
 mod update;
 
 use crate::context::Worker;
-use crate::runtime::RuntimeError;
 use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::StoreError;
 use memory::{Converged, ConvergedAt, GatewayLocks, RolloutWaits, UpdateMonitor};
-use plan::{Action, Desired};
+use plan::Desired;
 use report::failures_to_report;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -294,7 +295,13 @@ impl Reconciler {
             self.rollout_waits.end(key);
             // Only the replicas that must be (re)created wait for the image; removals and
             // starts go ahead without it.
-            let (actions, mut failures) = self.with_image(&desired, actions).await;
+            let image::ImageReady {
+                actions,
+                mut failures,
+                stored,
+            } = self
+                .with_image(key, &desired, stored, &observed, actions)
+                .await;
             info!(round, actions = actions.len(), waiting, "applying plan");
             let stored = self
                 .announce_pending(key, &desired, stored, &actions)
@@ -332,43 +339,6 @@ impl Reconciler {
                 share: Desired::nothing(),
             },
         ))
-    }
-
-    /// Makes sure the image is there when some action creates a container; when it cannot be
-    /// had, those actions are dropped and returned as failures of their replicas.
-    async fn with_image(
-        &self,
-        desired: &Desired,
-        actions: Vec<Action>,
-    ) -> (Vec<Action>, BTreeMap<u32, RuntimeError>) {
-        let Some(spec) = desired.spec.as_ref() else {
-            return (actions, BTreeMap::new());
-        };
-        if !actions.iter().any(Action::creates) {
-            return (actions, BTreeMap::new());
-        }
-        // A command that did not come through the API's image policy is refused here too.
-        let allowed = self.worker.images.check(&spec.image).map_err(|refusal| {
-            RuntimeError::ImageUnavailable {
-                image: spec.image.clone(),
-                reason: refusal.message,
-            }
-        });
-        let Err(error) = (match allowed {
-            Ok(()) => self.worker.runtime.ensure_image(&spec.image).await,
-            refused => refused,
-        }) else {
-            return (actions, BTreeMap::new());
-        };
-        warn!(%error, "image not available; only removals and starts go ahead");
-        let (creating, others): (Vec<Action>, Vec<Action>) =
-            actions.into_iter().partition(Action::creates);
-        let failures = creating
-            .iter()
-            .filter_map(Action::replica)
-            .map(|replica| (replica, error.clone()))
-            .collect();
-        (others, failures)
     }
 
     /// A rolling update waits for another replica: look again soon, unless it has waited

@@ -8,8 +8,8 @@ use crate::context::Worker;
 use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
-use crate::runtime::ContainerRuntime;
 use crate::runtime::fake::FakeRuntime;
+use crate::runtime::{ContainerRuntime, PullProgress};
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::record::{GatewayRecord, InstanceStatus};
@@ -617,4 +617,53 @@ async fn an_update_replacing_two_at_once_is_marked_done() {
         Some(None)
     );
     assert_eq!(setup.runtime.running_names().len(), 3);
+}
+
+#[tokio::test]
+async fn replicas_waiting_for_their_image_show_the_pulls_progress_at_most_once_a_second() {
+    let setup = Setup::start().await;
+    let reconciler = Arc::new(setup.reconciler(Duration::from_secs(60)));
+    // Six steps 300 ms apart: reported as they come, there would be six reasons.
+    let steps = (1..=6)
+        .map(|step| PullProgress {
+            downloaded: step * 1_000_000,
+            total: 6_000_000,
+        })
+        .collect();
+    setup
+        .runtime
+        .pull_slowly("img:3", steps, Duration::from_millis(300));
+    setup
+        .command(&Command::create(spec(2, "img:3"), Vec::new()))
+        .await;
+    let reconciling = tokio::spawn({
+        let reconciler = reconciler.clone();
+        async move { reconciled(&reconciler).await }
+    });
+    let mut reasons: Vec<String> = Vec::new();
+    while !reconciling.is_finished() {
+        let stored = setup.store.load_record(&key()).await.expect("read");
+        for instance in stored.record.map(|r| r.instances()).unwrap_or_default() {
+            if instance.status == InstanceStatus::Pending
+                && instance.reason.starts_with("pulling img:3")
+                && !reasons.contains(&instance.reason)
+            {
+                reasons.push(instance.reason);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(reconciling.await.expect("joined"), Outcome::Converged);
+    assert!(
+        reasons.len() >= 2 && reasons.len() <= 3,
+        "a report a second over 1.8 s of pulling: {reasons:?}"
+    );
+    assert_eq!(reasons[0], "pulling img:3: 1.0 MB of 6.0 MB");
+    let instances = setup.record().await.instances();
+    assert!(
+        instances
+            .iter()
+            .all(|i| i.status == InstanceStatus::Running && i.reason.is_empty()),
+        "{instances:?}"
+    );
 }

@@ -6,9 +6,11 @@
 //! container each `probe_interval` and reports those whose answer changed), and for one that
 //! exits, its exit code and last log lines.
 
+use super::pull::{self, PullTally};
 use super::readiness::{self, ExitCodes, Health, ProbeBoard, TcpProbe};
 use super::{
-    ContainerRuntime, ContainerState, ObservedContainer, Readiness, ReplicaContainer, RuntimeError,
+    ContainerRuntime, ContainerState, ObservedContainer, PullProgressSender, Readiness,
+    ReplicaContainer, RuntimeError,
 };
 use async_trait::async_trait;
 use bollard::Docker;
@@ -33,7 +35,8 @@ use tracing::{debug, info};
 /// Log lines of an exiting container carried in its reason.
 const LOG_TAIL_LINES: &str = "5";
 
-/// Registry credentials for pulling missing images.
+/// Registry credentials for pulling missing images: sent with pulls from `server` only (with
+/// every pull when no server is given).
 #[derive(Debug, Clone, Default)]
 pub struct RegistryAuth {
     pub username: Option<String>,
@@ -264,12 +267,18 @@ impl DockerRuntime {
         Ok(runtime)
     }
 
-    async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
-        info!(image, "image missing; pulling");
+    /// Pulls `image` with the worker's credentials (when they are for its registry), telling
+    /// `progress` how far it got. A pull the registry refuses (no such image, no access) is
+    /// permanent; one that times out or fails mid-way may pass next time.
+    async fn pull(&self, image: &str, progress: &PullProgressSender) -> Result<(), RuntimeError> {
+        let with_credentials = self.auth.username.is_some()
+            && pull::sends_credentials(image, self.auth.server.as_deref());
+        info!(image, with_credentials, "image missing; pulling");
         let credentials = self
             .auth
             .username
             .as_ref()
+            .filter(|_| with_credentials)
             .map(|username| DockerCredentials {
                 username: Some(username.clone()),
                 password: self.auth.password.clone(),
@@ -280,23 +289,39 @@ impl DockerRuntime {
             from_image: Some(image.to_string()),
             ..Default::default()
         };
+        let mut tally = PullTally::default();
         let pull = self
             .docker
             .create_image(Some(options), None, credentials)
-            .try_for_each(|_progress| async { Ok(()) });
-        let unavailable = |reason: String| RuntimeError::ImageUnavailable {
+            .try_for_each(|message| {
+                tally.record(&message);
+                progress.send_replace(Some(tally.progress()));
+                async { Ok(()) }
+            });
+        let refused = |reason: String| RuntimeError::ImageUnavailable {
+            image: image.to_string(),
+            reason,
+        };
+        let failed = |reason: String| RuntimeError::PullFailed {
             image: image.to_string(),
             reason,
         };
         match tokio::time::timeout(self.pull_timeout, pull).await {
             Ok(Ok(())) => Ok(()),
+            // The engine started the pull and reported a failure in its progress messages
+            // (a layer that did not download, a registry gone mid-way).
+            Ok(Err(DockerError::DockerStreamError { error })) => {
+                Err(failed(format!("pull failed: {error}")))
+            }
             Ok(Err(error)) if is_connection_error(&error) => {
                 Err(RuntimeError::Unavailable(error.to_string()))
             }
-            Ok(Err(error)) => Err(unavailable(format!("pull failed: {}", describe(&error)))),
-            Err(_) => Err(unavailable(format!(
-                "pull did not finish within {:?}",
-                self.pull_timeout
+            // The engine answered the pull with an error: the registry's reason
+            // ("unauthorized: authentication required", "manifest unknown" …).
+            Ok(Err(error)) => Err(refused(format!("pull failed: {}", describe(&error)))),
+            Err(_) => Err(failed(format!(
+                "pull did not finish within {}",
+                humantime::format_duration(self.pull_timeout)
             ))),
         }
     }
@@ -312,10 +337,14 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|error| RuntimeError::Unavailable(describe(&error)))
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &PullProgressSender,
+    ) -> Result<(), RuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(()),
-            Err(error) if status_of(&error) == Some(404) => self.pull(image).await,
+            Err(error) if status_of(&error) == Some(404) => self.pull(image, progress).await,
             Err(error) => Err(classify(error)),
         }
     }

@@ -3,7 +3,8 @@
 //! pipeline and memory benchmarks. Compiled only with the `fake-runtime` feature (or in tests).
 
 use super::{
-    ContainerRuntime, ContainerState, ObservedContainer, Readiness, ReplicaContainer, RuntimeError,
+    ContainerRuntime, ContainerState, ObservedContainer, PullProgress, PullProgressSender,
+    Readiness, ReplicaContainer, RuntimeError,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -11,6 +12,7 @@ use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct FakeRuntime {
@@ -28,6 +30,8 @@ struct FakeState {
     failing: BTreeMap<String, RuntimeError>,
     /// Images whose containers start but never serve (they keep exiting), with the reason.
     crashing: BTreeMap<String, String>,
+    /// Images a pull brings, with the progress it reports, one step per interval.
+    pullable: BTreeMap<String, (Vec<PullProgress>, Duration)>,
     next_port: u16,
     /// When set, every call fails as if the engine were down.
     down: bool,
@@ -58,6 +62,15 @@ impl FakeRuntime {
         if let Ok(mut state) = self.state.lock() {
             state.images.insert(image.to_string());
             state.crashing.insert(image.to_string(), reason.to_string());
+        }
+    }
+
+    /// Makes `image` missing but pullable: a pull reports each of `steps`, `each` apart, then
+    /// the image is there.
+    pub fn pull_slowly(&self, image: &str, steps: Vec<PullProgress>, each: Duration) {
+        if let Ok(mut state) = self.state.lock() {
+            state.images.remove(image);
+            state.pullable.insert(image.to_string(), (steps, each));
         }
     }
 
@@ -161,16 +174,33 @@ impl ContainerRuntime for FakeRuntime {
         self.with_state(|_| Ok(()))
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        self.with_state(|state| {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &PullProgressSender,
+    ) -> Result<(), RuntimeError> {
+        let pull = self.with_state(|state| {
             if state.images.contains(image) {
-                Ok(())
+                Ok(None)
+            } else if let Some(pull) = state.pullable.get(image) {
+                Ok(Some(pull.clone()))
             } else {
                 Err(RuntimeError::ImageUnavailable {
                     image: image.into(),
                     reason: "not found".into(),
                 })
             }
+        })?;
+        let Some((steps, each)) = pull else {
+            return Ok(());
+        };
+        for step in steps {
+            progress.send_replace(Some(step));
+            tokio::time::sleep(each).await;
+        }
+        self.with_state(|state| {
+            state.images.insert(image.to_string());
+            Ok(())
         })
     }
 

@@ -6,7 +6,9 @@
 //! Calls made outside any span (heartbeats) get a debug-level span, so they do not start
 //! traces of their own at the default level.
 
-use super::{ContainerRuntime, ObservedContainer, ReplicaContainer, RuntimeError};
+use super::{
+    ContainerRuntime, ObservedContainer, PullProgressSender, ReplicaContainer, RuntimeError,
+};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use krane_core::names::GatewayKey;
@@ -54,8 +56,12 @@ impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
         timed("ping", self.inner.ping()).await
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        timed("ensure_image", self.inner.ensure_image(image)).await
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &PullProgressSender,
+    ) -> Result<(), RuntimeError> {
+        timed("ensure_image", self.inner.ensure_image(image, progress)).await
     }
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {

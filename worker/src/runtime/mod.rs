@@ -4,6 +4,7 @@
 //! - [`docker`]: `DockerRuntime`, the trait on a real engine through bollard.
 //! - [`instrumented`]: any runtime with a `docker` span, latency and errors per call.
 //! - [`readiness`]: whether a running container serves (health checks, port probes, exits).
+//! - [`pull`]: pulls, pure: how far one got, whose credentials go to which registry.
 //! - `fake` (feature `fake-runtime`, and in unit tests): `FakeRuntime`, in memory, with
 //!   Docker's idempotency rules; for tests and benchmarks, never in the shipped binary.
 
@@ -11,6 +12,7 @@ pub mod docker;
 #[cfg(any(test, feature = "fake-runtime"))]
 pub mod fake;
 pub mod instrumented;
+pub mod pull;
 pub mod readiness;
 
 use async_trait::async_trait;
@@ -103,11 +105,27 @@ pub enum Readiness {
     Failing(String),
 }
 
+/// How far a pull got: bytes of the image's layers downloaded, of those whose size is known
+/// (layers the engine has already count for nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    pub downloaded: u64,
+    pub total: u64,
+}
+
+/// Where a pull tells how far it got; the latest value is all that counts.
+pub type PullProgressSender = tokio::sync::watch::Sender<Option<PullProgress>>;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
-    /// The image is not present and could not be pulled.
+    /// The image is not present and could not be pulled: the registry refused the pull (no
+    /// such image, no access) or the reference is not allowed. Retrying will not help.
     #[error("image {image} is not available: {reason}")]
     ImageUnavailable { image: String, reason: String },
+    /// A pull that did not get through this time (it timed out, or a layer failed mid-way);
+    /// the registry may answer next time.
+    #[error("image {image} could not be pulled: {reason}")]
+    PullFailed { image: String, reason: String },
     /// The engine refused the request as invalid; repeating it will not help.
     #[error("Docker engine refused the request: {0}")]
     Rejected(String),
@@ -119,7 +137,7 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// True when retrying the same request cannot succeed.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Unavailable(_))
+        !matches!(self, Self::Unavailable(_) | Self::PullFailed { .. })
     }
 
     /// The metric label of the error's kind.
@@ -128,6 +146,7 @@ impl RuntimeError {
             Self::Unavailable(_) => "unavailable",
             Self::Rejected(_) => "rejected",
             Self::ImageUnavailable { .. } => "image_unavailable",
+            Self::PullFailed { .. } => "pull_failed",
         }
     }
 }
@@ -138,8 +157,13 @@ impl RuntimeError {
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Checks that the engine answers at all (tells an engine outage from a failing gateway).
     async fn ping(&self) -> Result<(), RuntimeError>;
-    /// Makes sure `image` is present, pulling it if missing.
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+    /// Makes sure `image` is present, pulling it if missing; while it pulls, `progress` is told
+    /// how far it got.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &PullProgressSender,
+    ) -> Result<(), RuntimeError>;
     /// Every container (running or not) labelled as belonging to the gateway.
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError>;
     /// Creates the container unless it exists, then starts it unless it runs.
