@@ -75,13 +75,17 @@ pub async fn serve(
     options: ApiOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Certificates, keys and credentials are read first: a bad file stops the start before
+    // anything runs.
+    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
+    let client_certificates = options
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some());
     let authenticator = auth::Authenticator::new(auth::AuthSettings {
         auth_token: options.auth_token.clone(),
         tokens_file: options.auth_tokens_file.clone(),
-        client_certificates: options
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_ca.is_some()),
+        client_certificates,
     })?;
     if let Some(authenticator) = authenticator.as_ref().filter(|a| a.reloads()) {
         auth::reload_on_hangup(authenticator.clone(), stop.clone())?;
@@ -136,13 +140,11 @@ pub async fn serve(
         .option_layer(open)
         .layer(axum::middleware::from_fn(decode::check_request_body))
         .service(service);
-    // Read the certificate and key before announcing anything: a bad file stops the start.
-    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
     info!(
         address = %listener.local_addr()?,
         authenticated,
         tls = acceptor.is_some(),
-        client_certificates = options.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+        client_certificates,
         "krane-api listening (Connect + gRPC)"
     );
     match acceptor {
