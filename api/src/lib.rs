@@ -1,7 +1,8 @@
 //! krane-api: the thin front of krane. It validates a call, durably stores the resulting command
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
-//! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream.
+//! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
+//!   [`history`]: ListGatewayEvents, a gateway's commands and observations.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -25,6 +26,7 @@ pub mod decode;
 pub mod errors;
 pub mod gateways;
 pub mod health;
+pub mod history;
 pub mod refusal;
 pub mod rpc_telemetry;
 pub mod tls;
@@ -97,6 +99,7 @@ pub async fn serve(
         .update_gateway(gateways::update_gateway)
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
+        .list_gateway_events(history::list_gateway_events)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),
