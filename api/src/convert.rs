@@ -60,7 +60,8 @@ pub fn policy_from_request(gateway: Option<&GatewayRequest>) -> Result<UpdatePol
 /// One entry of a gateway's history as the wire message (`ListGatewayEvents`).
 pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
     let (stream, what) = match &entry.what {
-        Happened::Command(kind, command) => {
+        Happened::Command(asked) => {
+            let command = &asked.command;
             let rollout = command.rollout();
             let reason = rollout
                 .and_then(|rollout| rollout.rolled_back.as_ref().or(rollout.paused.as_ref()))
@@ -70,7 +71,8 @@ pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
                 .spec()
                 .map(|spec| request_of(spec, rollout.map(|rollout| &rollout.policy)));
             let command = GatewayCommand {
-                kind: kind.as_str().to_string(),
+                kind: asked.kind.as_str().to_string(),
+                author: asked.author.clone(),
                 gateway,
                 placement: command.placement().to_vec(),
                 reason,

@@ -91,7 +91,7 @@ impl Rpc {
             "UpdateGateway" => Some(Self::Update),
             "ListGateways" => Some(Self::List),
             "WatchGateway" => Some(Self::Watch),
-            "ListGatewayEvents" => Some(Self::Events),
+            "ListGatewayEvents" | "FollowGatewayEvents" => Some(Self::Events),
             _ => None,
         }
     }

@@ -50,7 +50,7 @@ pub async fn create_gateway(
     let first = next_command(None, &spec, policy);
     if let Some(seq) = state
         .store
-        .publish_command_expecting(&first, 0)
+        .publish_command_expecting(&first, 0, caller.name())
         .await
         .map_err(storage)?
     {
@@ -62,7 +62,7 @@ pub async fn create_gateway(
             status: GatewayStatus::Pending as i32,
         }));
     }
-    let written = write_from_log(&state, &key, |latest| match latest {
+    let written = write_from_log(&state, &key, caller.name(), |latest| match latest {
         Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
         latest => Decision::Write(Box::new(next_command(latest, &spec, policy))),
     })
@@ -82,7 +82,7 @@ pub async fn create_gateway(
                 .map(|record| record.overall_status());
             if status == Some(InstanceStatus::Failed) {
                 // A FAILED gateway is tried again: the same spec, stored anew.
-                let seq = retry_failed(&state, &key, &spec, policy).await?;
+                let seq = retry_failed(&state, &key, caller.name(), &spec, policy).await?;
                 info!(gateway = %key, seq, "create of a FAILED gateway accepted; retrying it");
                 GatewayStatus::Pending
             } else {
@@ -170,7 +170,7 @@ pub async fn delete_gateway(
     caller.may(Operation::Write, &request.namespace)?;
     let key = validate_key(&request.namespace, &request.gateway_id, "").map_err(invalid)?;
     crate::rpc_telemetry::gateway(&key);
-    let written = write_from_log(&state, &key, |latest| match latest {
+    let written = write_from_log(&state, &key, caller.name(), |latest| match latest {
         Some(latest) if latest.command.spec().is_some() => {
             Decision::Write(Box::new(Command::delete(&key)))
         }
@@ -202,7 +202,7 @@ pub async fn update_gateway(
     state.images.check(&spec.image).map_err(invalid)?;
     let key = spec.key();
     crate::rpc_telemetry::gateway(&key);
-    let written = write_from_log(&state, &key, |latest| match latest {
+    let written = write_from_log(&state, &key, caller.name(), |latest| match latest {
         Some(latest) if asks_the_same(latest, &spec, policy) => Decision::SameSpec,
         Some(latest) if latest.command.spec().is_some() => {
             Decision::Write(Box::new(next_command(Some(latest), &spec, policy)))
@@ -249,6 +249,7 @@ const WRITE_ATTEMPTS: usize = 8;
 async fn write_from_log(
     state: &ApiState,
     key: &GatewayKey,
+    author: &str,
     decide: impl Fn(Option<&Latest>) -> Decision,
 ) -> Result<Written, ConnectError> {
     for _ in 0..WRITE_ATTEMPTS {
@@ -277,7 +278,7 @@ async fn write_from_log(
         };
         if let Some(seq) = state
             .store
-            .publish_command_expecting(&command, expected)
+            .publish_command_expecting(&command, expected, author)
             .await
             .map_err(storage)?
         {
@@ -294,10 +295,11 @@ async fn write_from_log(
 async fn retry_failed(
     state: &ApiState,
     key: &GatewayKey,
+    author: &str,
     spec: &GatewaySpec,
     policy: UpdatePolicy,
 ) -> Result<u64, ConnectError> {
-    let written = write_from_log(state, key, |latest| {
+    let written = write_from_log(state, key, author, |latest| {
         Decision::Write(Box::new(next_command(latest, spec, policy)))
     })
     .await?;

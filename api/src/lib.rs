@@ -2,7 +2,8 @@
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
-//!   [`history`]: ListGatewayEvents, a gateway's commands and observations.
+//!   [`history`]: ListGatewayEvents and FollowGatewayEvents, a gateway's commands and
+//!   observations.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -100,6 +101,7 @@ pub async fn serve(
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
         .list_gateway_events(history::list_gateway_events)
+        .follow_gateway_events(history::follow_gateway_events)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),

@@ -3,16 +3,17 @@
 
 use crate::args::{Cli, Output, Target};
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient;
 use krane_proto::krane::v1::{
-    GetGatewayRequest, GetGatewayResponse, WatchGatewayRequest, WatchGatewayResponse,
+    FollowGatewayEventsResponse, GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest,
+    WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::time::Duration;
 
 pub struct Api {
     pub client: GatewayServiceClient,
-    /// The same, without a call deadline, for WatchGateway streams that stay open.
+    /// The same, without a call deadline, for streams that stay open (watch, history follow).
     streaming: GatewayServiceClient,
     pub output: Output,
 }
@@ -42,6 +43,20 @@ impl Api {
             .map_err(|error| call_error("WatchGateway", error))?
             .into_inner();
         Ok(updates.map(|update| update.map_err(|error| call_error("WatchGateway", error))))
+    }
+
+    /// FollowGatewayEvents: the gateway's history, then each new entry as it is stored.
+    pub async fn follow_history(
+        &self,
+        request: &ListGatewayEventsRequest,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<FollowGatewayEventsResponse>>> {
+        let entries = self
+            .streaming
+            .follow_gateway_events(request)
+            .await
+            .map_err(|error| call_error("FollowGatewayEvents", error))?
+            .into_inner();
+        Ok(entries.map(|entry| entry.map_err(|error| call_error("FollowGatewayEvents", error))))
     }
 
     /// GetGateway; `Ok(None)` when the gateway does not exist.

@@ -91,6 +91,10 @@ pub enum GatewayCommand {
         /// Show at most this many entries, the most recent (0: the API's default, 200).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Keep printing new entries as they are stored (Ctrl-C to stop); with `--output json`,
+        /// one JSON event a line.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Change the number of replicas and follow until they run.
     Scale {

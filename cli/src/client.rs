@@ -24,7 +24,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => scale(&api, &target, replicas, &wait).await,
         GatewayCommand::Watch(target) => progress::watch(&api, &target).await,
         GatewayCommand::List { namespace } => list(&api, &namespace).await,
-        GatewayCommand::History { target, limit } => history::show(&api, &target, limit).await,
+        GatewayCommand::History {
+            target,
+            limit,
+            follow: false,
+        } => history::show(&api, &target, limit).await,
+        GatewayCommand::History {
+            target,
+            limit,
+            follow: true,
+        } => history::follow(&api, &target, limit).await,
     }
 }
 

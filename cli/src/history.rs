@@ -1,19 +1,26 @@
 //! `krane gateway history`: a gateway's commands and observations (ListGatewayEvents), oldest
-//! first, one line each: when, what, and the details.
+//! first, one line each: when, what, and the details; with `--follow` (FollowGatewayEvents)
+//! each new entry as it is stored.
 
 use crate::api::{Api, call_error};
+use crate::args::Output;
 use crate::args::Target;
 use crate::progress;
+use futures::StreamExt;
 use krane_proto::krane::v1::gateway_event::What;
 use krane_proto::krane::v1::{GatewayEvent, ListGatewayEventsRequest, ListGatewayEventsResponse};
 use std::process::ExitCode;
 
-pub async fn show(api: &Api, target: &Target, limit: u32) -> anyhow::Result<ExitCode> {
-    let request = ListGatewayEventsRequest {
+fn request(target: &Target, limit: u32) -> ListGatewayEventsRequest {
+    ListGatewayEventsRequest {
         namespace: target.namespace.clone(),
         gateway_id: target.id.clone(),
         limit,
-    };
+    }
+}
+
+pub async fn show(api: &Api, target: &Target, limit: u32) -> anyhow::Result<ExitCode> {
+    let request = request(target, limit);
     let history = api
         .client
         .list_gateway_events(&request)
@@ -24,14 +31,27 @@ pub async fn show(api: &Api, target: &Target, limit: u32) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the history, then every new entry until the follow ends (an error) or Ctrl-C.
+pub async fn follow(api: &Api, target: &Target, limit: u32) -> anyhow::Result<ExitCode> {
+    let request = request(target, limit);
+    let mut entries = Box::pin(api.follow_history(&request).await?);
+    if api.output == Output::Text {
+        print_header();
+    }
+    while let Some(entry) = entries.next().await {
+        let Some(event) = entry?.event else { continue };
+        progress::print_json_or(api.output, &event, || print_line(&event));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_history(target: &Target, history: &ListGatewayEventsResponse) {
     if history.events.is_empty() {
         println!("no history for gateway {}/{}", target.namespace, target.id);
     } else {
-        println!("{:<24}  {:<20}  DETAILS", "TIME", "WHAT");
+        print_header();
         for event in &history.events {
-            let (what, details) = describe(event);
-            println!("{:<24}  {what:<20}  {details}", event.time);
+            print_line(event);
         }
     }
     if history.undecodable > 0 {
@@ -40,6 +60,15 @@ fn print_history(target: &Target, history: &ListGatewayEventsResponse) {
             history.undecodable
         );
     }
+}
+
+fn print_header() {
+    println!("{:<24}  {:<20}  DETAILS", "TIME", "WHAT");
+}
+
+fn print_line(event: &GatewayEvent) {
+    let (what, details) = describe(event);
+    println!("{:<24}  {what:<20}  {details}", event.time);
 }
 
 /// The WHAT and DETAILS columns of one entry.
@@ -63,6 +92,9 @@ fn describe(event: &GatewayEvent) -> (String, String) {
             }
             if !command.reason.is_empty() {
                 details.push(format!("reason={:?}", command.reason));
+            }
+            if !command.author.is_empty() {
+                details.push(format!("by={:?}", command.author));
             }
             details.push(format!("seq={}", event.sequence));
             (command.kind.clone(), details.join(" "))

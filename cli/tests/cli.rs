@@ -362,3 +362,48 @@ async fn history_lists_commands_and_observations_oldest_first() {
     assert!(unknown.status.success(), "{unknown:?}");
     assert!(stdout(&unknown).contains("no history"), "{unknown:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_follow_prints_new_entries_as_they_are_stored() {
+    use tokio::io::AsyncBufReadExt;
+    let namespace = unique_namespace("cli-follow");
+    let (api, _runtime) = started(&namespace).await;
+    let ns = ["--namespace", namespace.as_str()];
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_krane"))
+        .args(["--api", &format!("http://{}", api.api_addr)])
+        .args(["--output", "json", "gateway", "history", "edge", "--follow"])
+        .args(ns)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run krane --follow");
+    let stdout = follow.stdout.take().expect("its output");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+
+    // Nothing yet: the follow waits. Then each entry arrives as one JSON line.
+    let created = krane(
+        &api,
+        &[&["gateway", "create", "edge", "--image", IMAGE][..], &ns].concat(),
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|entry: &serde_json::Value| entry["observation"]["state"] == "running")
+    {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no new entry in 20 s after {seen:?}"))
+            .expect("read its output")
+            .unwrap_or_else(|| panic!("the follow ended after {seen:?}"));
+        seen.push(serde_json::from_str(&line).expect("one JSON event a line"));
+    }
+    assert_eq!(seen[0]["command"]["kind"], "create", "{seen:?}");
+    assert_eq!(seen[0]["command"]["author"], "unauthenticated", "{seen:?}");
+    assert!(
+        follow.try_wait().expect("its state").is_none(),
+        "the follow keeps running"
+    );
+    follow.kill().await.expect("stop the follow");
+}

@@ -32,6 +32,20 @@ pub struct Latest {
     pub last_seq: u64,
 }
 
+/// Header naming who stored a command: the API caller's name (as its credentials name it), or
+/// `worker <host>` for a command a worker stored (a placement, a rollback, an update done).
+/// History shows it; nothing decides by it.
+pub const AUTHOR_HEADER: &str = "Krane-Author";
+
+/// `author` as a header value may carry it: line breaks and other control characters become
+/// spaces.
+fn header_safe(author: &str) -> String {
+    author
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn command_location(seq: u64) -> String {
     format!("{} seq {seq}", names::COMMANDS_STREAM)
 }
@@ -58,14 +72,16 @@ impl Store {
     /// write is stored once, and no other write shares it. A duplicate answer counts as this
     /// write only if what it names is still the subject's last message and has this body;
     /// otherwise (a server that checks duplicates before the condition, an id seen long ago)
-    /// it is treated as superseded.
+    /// it is treated as superseded. `author` names who asked ([`AUTHOR_HEADER`]).
     pub async fn publish_command_expecting(
         &self,
         command: &Command,
         expected_last_seq: u64,
+        author: &str,
     ) -> Result<Option<u64>> {
         let body = encode("command", command)?;
         let message = PublishMessage::build()
+            .header(AUTHOR_HEADER, header_safe(author))
             .message_id(message_id(&body, expected_last_seq))
             .payload(body.clone())
             .expected_last_subject_sequence(expected_last_seq);

@@ -2,11 +2,14 @@
 //! stream) and the observations of its replicas (`krane.events.<ns>.<gw>.>`), each with its
 //! stream sequence and the time the server stored it, merged oldest first. Each subject is read
 //! by one ordered consumer filtered by the server; at most `limit` entries are kept, the most
-//! recent. Undecodable messages are skipped and counted, never failing the listing.
+//! recent. Undecodable messages are skipped and counted, never failing the listing. A history
+//! can also be followed: read, then every message stored after it.
 
+use crate::commands::AUTHOR_HEADER;
 use crate::{Result, Store, unavailable};
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::event::InstanceObserved;
@@ -32,7 +35,7 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Happened {
     /// A command, with what it did to the intent before it.
-    Command(CommandKind, Command),
+    Command(Asked),
     /// What a worker saw of one replica.
     Observation(InstanceObserved),
 }
@@ -45,6 +48,16 @@ impl Happened {
             Self::Observation(_) => 1,
         }
     }
+}
+
+/// A command as history tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// What it changed, told from the command before it.
+    pub kind: CommandKind,
+    pub command: Command,
+    /// Who stored it ([`crate::commands::AUTHOR_HEADER`]); empty when nobody was named.
+    pub author: String,
 }
 
 /// What a command changed, told from the command before it on the subject.
@@ -135,59 +148,160 @@ impl Store {
     /// The gateway's history: at most `limit` entries (the most recent), oldest first. A
     /// gateway never commanded (or purged) has an empty history.
     pub async fn gateway_history(&self, key: &GatewayKey, limit: usize) -> Result<History> {
+        Ok(self.read_history(key, limit).await?.0)
+    }
+
+    /// The gateway's history as [`Self::gateway_history`] answers it, then every command and
+    /// observation stored after it, as it is stored (the stream never ends by itself; NATS
+    /// errors end it). Nothing falls between the two: the follow starts right after the last
+    /// message read on each stream.
+    pub async fn follow_gateway_history(
+        &self,
+        key: &GatewayKey,
+        limit: usize,
+    ) -> Result<(History, BoxStream<'static, Result<HistoryEntry>>)> {
+        let (history, seen) = self.read_history(key, limit).await?;
+        let commands = read_from(&self.commands, key.command_subject(), seen.commands + 1)
+            .await?
+            .scan(seen.last_command, |previous, stored| {
+                let entry = match stored {
+                    Ok(stored) => Ok(command_entry(stored, previous)),
+                    Err(error) => Err(error),
+                };
+                std::future::ready(Some(entry))
+            });
+        let events = read_from(&self.events, key.events_filter(), seen.events + 1)
+            .await?
+            .map(|stored| stored.map(event_entry));
+        let entries = futures::stream::select(commands, events).filter_map(|entry| {
+            std::future::ready(match entry {
+                Ok(Some(entry)) => Some(Ok(entry)),
+                Ok(None) => None,
+                Err(error) => Some(Err(error)),
+            })
+        });
+        Ok((history, entries.boxed()))
+    }
+
+    async fn read_history(&self, key: &GatewayKey, limit: usize) -> Result<(History, Seen)> {
         self.ensure_connected()?;
         let mut undecodable = 0;
         let mut previous: Option<Command> = None;
-        let commands = read_last(&self.commands, key.command_subject(), limit).await?;
+        let (commands, commands_seen) =
+            read_last(&self.commands, key.command_subject(), limit).await?;
         let mut command_entries = Vec::with_capacity(commands.len());
-        for (sequence, time, payload) in commands {
-            match codec::decode::<Command>(&payload) {
-                Ok(command) => {
-                    let kind = CommandKind::of(previous.as_ref(), &command);
-                    previous = Some(command.clone());
-                    command_entries.push(HistoryEntry {
-                        time,
-                        sequence,
-                        what: Happened::Command(kind, command),
-                    });
-                }
-                Err(error) => {
-                    undecodable += 1;
-                    let location = format!("{} seq {sequence}", names::COMMANDS_STREAM);
-                    crate::undecodable::skipped("command", &location, &error);
-                }
+        for stored in commands {
+            match command_entry(stored, &mut previous) {
+                Some(entry) => command_entries.push(entry),
+                None => undecodable += 1,
             }
         }
-        let events = read_last(&self.events, key.events_filter(), limit).await?;
+        let (events, events_seen) = read_last(&self.events, key.events_filter(), limit).await?;
         let mut event_entries = Vec::with_capacity(events.len());
-        for (sequence, time, payload) in events {
-            match codec::decode::<InstanceObserved>(&payload) {
-                Ok(event) => event_entries.push(HistoryEntry {
-                    time,
-                    sequence,
-                    what: Happened::Observation(event),
-                }),
-                Err(error) => {
-                    undecodable += 1;
-                    let location = format!("{} seq {sequence}", names::EVENTS_STREAM);
-                    crate::undecodable::skipped("event", &location, &error);
-                }
+        for stored in events {
+            match event_entry(stored) {
+                Some(entry) => event_entries.push(entry),
+                None => undecodable += 1,
             }
         }
-        Ok(History {
+        let history = History {
             entries: merge(command_entries, event_entries, limit),
             undecodable,
+        };
+        let seen = Seen {
+            commands: commands_seen,
+            events: events_seen,
+            last_command: previous,
+        };
+        Ok((history, seen))
+    }
+}
+
+/// How far reading a history got: the last sequence read on each stream (0: none), and the
+/// last command read, to tell the kind of the next one.
+struct Seen {
+    commands: u64,
+    events: u64,
+    last_command: Option<Command>,
+}
+
+/// One stored message of a history subject.
+struct Stored {
+    sequence: u64,
+    time: SystemTime,
+    payload: bytes::Bytes,
+    author: String,
+}
+
+impl Stored {
+    fn of(message: async_nats::jetstream::Message) -> Result<Self> {
+        let info = message.info().map_err(unavailable)?;
+        let (sequence, time) = (info.stream_sequence, SystemTime::from(info.published));
+        let author = message
+            .message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(AUTHOR_HEADER))
+            .map(|author| author.as_str().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            sequence,
+            time,
+            payload: message.message.payload,
+            author,
         })
     }
 }
 
+/// The entry of a stored command (`None`, skipped and counted, when it does not decode);
+/// `previous` is the command read before it and becomes this one.
+fn command_entry(stored: Stored, previous: &mut Option<Command>) -> Option<HistoryEntry> {
+    match codec::decode::<Command>(&stored.payload) {
+        Ok(command) => {
+            let kind = CommandKind::of(previous.as_ref(), &command);
+            *previous = Some(command.clone());
+            Some(HistoryEntry {
+                time: stored.time,
+                sequence: stored.sequence,
+                what: Happened::Command(Asked {
+                    kind,
+                    command,
+                    author: stored.author,
+                }),
+            })
+        }
+        Err(error) => {
+            let location = format!("{} seq {}", names::COMMANDS_STREAM, stored.sequence);
+            crate::undecodable::skipped("command", &location, &error);
+            None
+        }
+    }
+}
+
+/// The entry of a stored observation (`None`, skipped and counted, when it does not decode).
+fn event_entry(stored: Stored) -> Option<HistoryEntry> {
+    match codec::decode::<InstanceObserved>(&stored.payload) {
+        Ok(event) => Some(HistoryEntry {
+            time: stored.time,
+            sequence: stored.sequence,
+            what: Happened::Observation(event),
+        }),
+        Err(error) => {
+            let location = format!("{} seq {}", names::EVENTS_STREAM, stored.sequence);
+            crate::undecodable::skipped("event", &location, &error);
+            None
+        }
+    }
+}
+
 /// The last `limit` messages of `stream` on `subject`, in sequence order, read by one ordered
-/// consumer; nothing (and no waiting) when the subject holds none.
+/// consumer, and the sequence of the last one read (0: none); nothing (and no waiting) when
+/// the subject holds none.
 async fn read_last(
     stream: &stream::Stream,
     subject: String,
     limit: usize,
-) -> Result<Vec<(u64, SystemTime, bytes::Bytes)>> {
+) -> Result<(Vec<Stored>, u64)> {
     let reader = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::All,
@@ -196,25 +310,50 @@ async fn read_last(
         })
         .await
         .map_err(unavailable)?;
-    if reader.cached_info().num_pending == 0 || limit == 0 {
-        return Ok(Vec::new());
+    if reader.cached_info().num_pending == 0 {
+        return Ok((Vec::new(), 0));
     }
     let mut messages = reader.messages().await.map_err(unavailable)?;
     let mut kept = VecDeque::with_capacity(limit.min(1024));
+    let mut last = 0;
     while let Some(message) = messages.next().await {
         let message = message.map_err(unavailable)?;
-        let info = message.info().map_err(unavailable)?;
-        let (sequence, pending) = (info.stream_sequence, info.pending);
-        let time = SystemTime::from(info.published);
+        let pending = message.info().map_err(unavailable)?.pending;
+        let stored = Stored::of(message)?;
+        last = stored.sequence;
         if kept.len() == limit {
             kept.pop_front();
         }
-        kept.push_back((sequence, time, message.message.payload));
+        if limit > 0 {
+            kept.push_back(stored);
+        }
         if pending == 0 {
             break;
         }
     }
-    Ok(kept.into())
+    Ok((kept.into(), last))
+}
+
+/// Every message of `stream` on `subject` from sequence `start` on, as it is stored.
+async fn read_from(
+    stream: &stream::Stream,
+    subject: String,
+    start: u64,
+) -> Result<BoxStream<'static, Result<Stored>>> {
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start.max(1),
+            },
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let messages = reader.messages().await.map_err(unavailable)?;
+    Ok(messages
+        .map(|message| message.map_err(unavailable).and_then(Stored::of))
+        .boxed())
 }
 
 #[cfg(test)]
@@ -245,7 +384,11 @@ mod tests {
         HistoryEntry {
             time: at(seconds),
             sequence,
-            what: Happened::Command(CommandKind::Create, create),
+            what: Happened::Command(Asked {
+                kind: CommandKind::Create,
+                command: create,
+                author: "someone".into(),
+            }),
         }
     }
 

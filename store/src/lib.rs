@@ -35,7 +35,7 @@ pub mod watch;
 
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
-pub use history::{CommandKind, Happened, History, HistoryEntry};
+pub use history::{Asked, CommandKind, Happened, History, HistoryEntry};
 pub use projection::StoredRecord;
 pub use retention::{Purge, Purged};
 pub use watch::BucketChange;

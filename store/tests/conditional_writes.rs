@@ -16,12 +16,12 @@ async fn a_write_lands_only_on_the_sequence_it_was_decided_from() {
     let create = create("gw");
     let delete = Command::delete(&create.key());
     let first = store
-        .publish_command_expecting(&create, 0)
+        .publish_command_expecting(&create, 0, "test")
         .await
         .expect("write");
     assert!(first.is_some());
     let stale = store
-        .publish_command_expecting(&delete, 0)
+        .publish_command_expecting(&delete, 0, "test")
         .await
         .expect("write");
     assert_eq!(
@@ -29,7 +29,7 @@ async fn a_write_lands_only_on_the_sequence_it_was_decided_from() {
         "decided from an empty subject, which it no longer is"
     );
     let on_top = store
-        .publish_command_expecting(&delete, first.unwrap_or_default())
+        .publish_command_expecting(&delete, first.unwrap_or_default(), "test")
         .await
         .expect("write");
     assert!(on_top > first);
@@ -41,15 +41,15 @@ async fn the_same_command_again_later_is_a_new_write_not_a_duplicate() {
     let create = create("gw");
     let delete = Command::delete(&create.key());
     let one = store
-        .publish_command_expecting(&create, 0)
+        .publish_command_expecting(&create, 0, "test")
         .await
         .expect("write");
     let two = store
-        .publish_command_expecting(&delete, one.unwrap_or_default())
+        .publish_command_expecting(&delete, one.unwrap_or_default(), "test")
         .await
         .expect("write");
     let three = store
-        .publish_command_expecting(&create, two.unwrap_or_default())
+        .publish_command_expecting(&create, two.unwrap_or_default(), "test")
         .await
         .expect("write");
     assert!(
@@ -66,7 +66,7 @@ async fn a_duplicate_answer_naming_another_write_is_not_taken_for_this_one() {
     let create = create("gw");
     let body = codec::encode(&create).expect("encodes");
     let first = store
-        .publish_command_expecting(&create, 0)
+        .publish_command_expecting(&create, 0, "test")
         .await
         .expect("write")
         .expect("stored");
@@ -85,7 +85,7 @@ async fn a_duplicate_answer_naming_another_write_is_not_taken_for_this_one() {
         .await
         .expect("stored");
     let written = store
-        .publish_command_expecting(&create, next)
+        .publish_command_expecting(&create, next, "test")
         .await
         .expect("write");
     assert_eq!(

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{create, open};
+use futures::StreamExt;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::names::GatewayKey;
@@ -36,7 +37,7 @@ async fn publish_raw(store: &Store, subject: String, payload: &'static [u8]) {
 /// A short, readable form of an entry: `create`, `pending 0`, ….
 fn summary(what: &Happened) -> String {
     match what {
-        Happened::Command(kind, _) => kind.as_str().to_string(),
+        Happened::Command(asked) => asked.kind.as_str().to_string(),
         Happened::Observation(event) => format!("{:?} {}", event.state, event.replica),
     }
 }
@@ -100,9 +101,99 @@ async fn history_merges_both_streams_oldest_first_and_skips_garbage() {
     let seen: Vec<String> = recent.entries.iter().map(|e| summary(&e.what)).collect();
     assert_eq!(seen, ["delete", "Gone 0"]);
     assert!(matches!(
-        recent.entries[0].what,
-        Happened::Command(CommandKind::Delete, _)
+        &recent.entries[0].what,
+        Happened::Command(asked) if asked.kind == CommandKind::Delete
     ));
+}
+
+#[tokio::test]
+async fn commands_name_who_stored_them() {
+    let (_nats, store) = open().await;
+    let command = create("gw");
+    let key = command.key();
+    let first = store
+        .publish_command_expecting(&command, 0, "alice\r\nInjected: yes")
+        .await
+        .expect("stored")
+        .expect("first");
+    let placed = command.with_placement(vec!["host-a".into()]);
+    store
+        .publish_command_expecting(&placed, first, "worker host-a")
+        .await
+        .expect("stored")
+        .expect("placed");
+    store
+        .publish_command(&Command::delete(&key), 0)
+        .await
+        .expect("delete");
+
+    let history = store.gateway_history(&key, 10).await.expect("history");
+    let authors: Vec<(String, String)> = history
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.what {
+            Happened::Command(asked) => Some((asked.kind.as_str().into(), asked.author.clone())),
+            Happened::Observation(_) => None,
+        })
+        .collect();
+    let expected = [
+        ("create", "alice  Injected: yes"),
+        ("placement", "worker host-a"),
+        ("delete", ""),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(kind, author)| (kind.to_string(), author.to_string()))
+        .collect();
+    assert_eq!(authors, expected);
+}
+
+#[tokio::test]
+async fn a_followed_history_goes_on_with_what_is_stored_after_it() {
+    let (_nats, store) = open().await;
+    let command = create("gw");
+    let key = command.key();
+    store.publish_command(&command, 0).await.expect("create");
+    store
+        .append_events(&key, None, &[observed("gw", 0, ObservedState::Pending)])
+        .await
+        .expect("pending");
+    let (history, mut new_entries) = store
+        .follow_gateway_history(&key, 100)
+        .await
+        .expect("follow");
+    let seen: Vec<String> = history.entries.iter().map(|e| summary(&e.what)).collect();
+    assert_eq!(seen, ["create", "Pending 0"]);
+
+    // Another gateway's entries never show; this one's come in the order stored, the kind of
+    // a command told from the last one read before the follow began.
+    store
+        .publish_command(&create("gw2"), 0)
+        .await
+        .expect("other");
+    publish_raw(&store, key.command_subject(), b"{garbage").await;
+    store
+        .append_events(&key, None, &[observed("gw", 0, ObservedState::Running)])
+        .await
+        .expect("running");
+    store
+        .publish_command(&Command::delete(&key), 0)
+        .await
+        .expect("delete");
+    let mut followed = Vec::new();
+    while followed.len() < 2 {
+        let entry = tokio::time::timeout(std::time::Duration::from_secs(10), new_entries.next())
+            .await
+            .expect("a new entry in time")
+            .expect("the follow goes on")
+            .expect("readable");
+        followed.push(summary(&entry.what));
+    }
+    followed.sort();
+    assert_eq!(followed, ["Running 0", "delete"]);
+    let nothing_more =
+        tokio::time::timeout(std::time::Duration::from_millis(300), new_entries.next()).await;
+    assert!(nothing_more.is_err(), "nothing else was stored");
 }
 
 #[tokio::test]

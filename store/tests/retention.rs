@@ -35,7 +35,7 @@ async fn command(store: &Store, command: &Command) -> u64 {
         .expect("read")
         .map_or(0, |latest| latest.last_seq);
     let seq = store
-        .publish_command_expecting(command, expected)
+        .publish_command_expecting(command, expected, "test")
         .await
         .expect("stored")
         .expect("not superseded");
@@ -191,7 +191,7 @@ async fn a_create_stored_but_not_yet_folded_gets_a_fresh_record() {
     // The API stored its Create on top of the Delete and has not folded it yet.
     let again = create("gw");
     let seq = store
-        .publish_command_expecting(&again, delete)
+        .publish_command_expecting(&again, delete, "test")
         .await
         .expect("stored")
         .expect("not superseded");
@@ -228,7 +228,7 @@ async fn after_a_purge_a_first_create_of_the_same_id_starts_from_scratch() {
         Vec::new(),
     );
     let seq = store
-        .publish_command_expecting(&again, 0)
+        .publish_command_expecting(&again, 0, "test")
         .await
         .expect("stored")
         .expect("the subject is empty");

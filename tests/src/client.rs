@@ -1,16 +1,16 @@
 //! One client interface over the three protocols the API speaks: Connect with JSON, Connect with
 //! binary protobuf (both through the generated connectrpc-axum client) and gRPC (tonic).
-//! `watch` hands the WatchGateway stream over a channel, whatever the protocol.
+//! `watch` and `follow_history` hand a server stream over a channel, whatever the protocol.
 
 use connectrpc_axum_client::ClientError;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use krane_proto::krane::v1::gateway_service_client::GatewayServiceClient as GrpcClient;
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient as ConnectClient;
 use krane_proto::krane::v1::{
-    CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, GatewayRequest,
-    GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest, ListGatewayEventsResponse,
-    ListGatewaysRequest, ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
-    WatchGatewayRequest, WatchGatewayResponse,
+    CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, FollowGatewayEventsResponse,
+    GatewayRequest, GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest,
+    ListGatewayEventsResponse, ListGatewaysRequest, ListGatewaysResponse, UpdateGatewayRequest,
+    UpdateGatewayResponse, WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +19,57 @@ use tokio::sync::mpsc;
 /// What a watch delivers: each state, or the error that ended it. The channel closes when the
 /// stream ends.
 pub type WatchUpdates = mpsc::UnboundedReceiver<Result<WatchGatewayResponse, RpcError>>;
+
+/// What a history follow delivers: each entry, or the error that ended it.
+pub type Followed = mpsc::UnboundedReceiver<Result<FollowGatewayEventsResponse, RpcError>>;
+
+/// Sends a server stream's messages on until it ends, fails (the error is returned) or the
+/// receiver is dropped.
+async fn forward<T, E: Into<RpcError>>(
+    messages: impl Stream<Item = Result<T, E>>,
+    sender: &mpsc::UnboundedSender<Result<T, RpcError>>,
+) -> Result<(), RpcError> {
+    let mut messages = std::pin::pin!(messages);
+    while let Some(message) = messages.next().await {
+        if sender.send(Ok(message.map_err(Into::into)?)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Calls the server-streaming `$method` with `$request` over `$client`'s protocol from a task
+/// of its own, and answers a channel with the stream's messages (and the error that ends it,
+/// if any, last), which closes when the stream ends.
+macro_rules! forward_stream {
+    ($client:expr, $method:ident, $request:expr) => {{
+        let client = TestClient::new_like($client);
+        let request = $request;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let result = match client.protocol {
+                Protocol::Grpc => {
+                    let mut grpc = client.grpc().await;
+                    match grpc.$method(client.grpc_request(request)).await {
+                        Ok(response) => forward(response.into_inner(), &sender).await,
+                        Err(status) => Err(status.into()),
+                    }
+                }
+                _ => {
+                    let connect = client.connect_with_timeout(WATCH_TIMEOUT);
+                    match connect.$method(&request).await {
+                        Ok(response) => forward(response.into_inner(), &sender).await,
+                        Err(error) => Err(error.into()),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                let _ = sender.send(Err(error));
+            }
+        });
+        receiver
+    }};
+}
 
 /// Longest a watch may stay open in a test.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -219,18 +270,18 @@ impl TestClient {
             namespace: namespace.into(),
             gateway_id: gateway_id.into(),
         };
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let client = Self::new_like(self);
-        tokio::spawn(async move {
-            let result = match client.protocol {
-                Protocol::Grpc => client.forward_grpc_watch(request, &sender).await,
-                _ => client.forward_connect_watch(request, &sender).await,
-            };
-            if let Err(error) = result {
-                let _ = sender.send(Err(error));
-            }
-        });
-        receiver
+        forward_stream!(self, watch_gateway, request)
+    }
+
+    /// Starts FollowGatewayEvents: the history, then each new entry, on the returned channel
+    /// (the error that ends the stream, if any, last).
+    pub fn follow_history(&self, namespace: &str, gateway_id: &str) -> Followed {
+        let request = ListGatewayEventsRequest {
+            namespace: namespace.into(),
+            gateway_id: gateway_id.into(),
+            limit: 0,
+        };
+        forward_stream!(self, follow_gateway_events, request)
     }
 
     fn new_like(other: &Self) -> Self {
@@ -239,40 +290,6 @@ impl TestClient {
             base_url: other.base_url.clone(),
             token: other.token.clone(),
         }
-    }
-
-    async fn forward_connect_watch(
-        &self,
-        request: WatchGatewayRequest,
-        sender: &mpsc::UnboundedSender<Result<WatchGatewayResponse, RpcError>>,
-    ) -> Result<(), RpcError> {
-        let client = self.connect_with_timeout(WATCH_TIMEOUT);
-        let mut updates = client.watch_gateway(&request).await?.into_inner();
-        while let Some(update) = updates.next().await {
-            if sender.send(Ok(update?)).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    async fn forward_grpc_watch(
-        &self,
-        request: WatchGatewayRequest,
-        sender: &mpsc::UnboundedSender<Result<WatchGatewayResponse, RpcError>>,
-    ) -> Result<(), RpcError> {
-        let mut updates = self
-            .grpc()
-            .await
-            .watch_gateway(self.grpc_request(request))
-            .await?
-            .into_inner();
-        while let Some(update) = updates.message().await? {
-            if sender.send(Ok(update)).is_err() {
-                break;
-            }
-        }
-        Ok(())
     }
 
     pub async fn delete(&self, namespace: &str, gateway_id: &str) -> Result<(), RpcError> {

@@ -8,6 +8,7 @@
 use krane_api::ApiOptions;
 use krane_core::images::ImagePolicy;
 use krane_core::names::GatewayKey;
+use krane_proto::krane::v1::gateway_event::What;
 use krane_tests::client::{
     INVALID_ARGUMENT, PERMISSION_DENIED, RpcError, TestClient, UNAUTHENTICATED, gateway_request,
 };
@@ -61,12 +62,23 @@ fn code(result: Result<impl std::fmt::Debug, RpcError>) -> i32 {
 }
 
 async fn watch_code(client: &TestClient, namespace: &str, gateway_id: &str) -> Result<(), i32> {
-    let mut updates = client.watch(namespace, gateway_id);
-    match tokio::time::timeout(Duration::from_secs(10), updates.recv()).await {
+    first_code(client.watch(namespace, gateway_id), "watch").await
+}
+
+async fn follow_code(client: &TestClient, namespace: &str, gateway_id: &str) -> Result<(), i32> {
+    first_code(client.follow_history(namespace, gateway_id), "follow").await
+}
+
+/// How a server stream starts: a first message, or the code of the error that ends it.
+async fn first_code<T>(
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<Result<T, RpcError>>,
+    what: &str,
+) -> Result<(), i32> {
+    match tokio::time::timeout(Duration::from_secs(10), messages.recv()).await {
         Ok(Some(Ok(_))) => Ok(()),
         Ok(Some(Err(error))) => Err(error.code),
-        Ok(None) => panic!("the watch of {namespace}/{gateway_id} ended without a word"),
-        Err(_) => panic!("the watch of {namespace}/{gateway_id} said nothing in 10 s"),
+        Ok(None) => panic!("the {what} ended without a word"),
+        Err(_) => panic!("the {what} said nothing in 10 s"),
     }
 }
 
@@ -115,6 +127,11 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
             assert_eq!(code(stranger.get(&mine, &id).await), UNAUTHENTICATED);
             assert_eq!(code(stranger.list(&mine).await), UNAUTHENTICATED);
             assert_eq!(watch_code(stranger, &mine, &id).await, Err(UNAUTHENTICATED));
+            assert_eq!(code(stranger.history(&mine, &id).await), UNAUTHENTICATED);
+            assert_eq!(
+                follow_code(stranger, &mine, &id).await,
+                Err(UNAUTHENTICATED)
+            );
         }
         nothing_stored(&krane, &mine, &id).await;
 
@@ -132,6 +149,11 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
         assert_eq!(code(writer.list(&other).await), PERMISSION_DENIED);
         assert_eq!(
             watch_code(&writer, &other, &id).await,
+            Err(PERMISSION_DENIED)
+        );
+        assert_eq!(code(writer.history(&other, &id).await), PERMISSION_DENIED);
+        assert_eq!(
+            follow_code(&writer, &other, &id).await,
             Err(PERMISSION_DENIED)
         );
         nothing_stored(&krane, &other, &id).await;
@@ -160,6 +182,21 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
             done + 1
         );
         assert_eq!(watch_code(&reader, &mine, &id).await, Ok(()));
+        assert_eq!(follow_code(&reader, &mine, &id).await, Ok(()));
+        // History names who asked: the writer's entry in the credentials file.
+        let history = reader
+            .history(&mine, &id)
+            .await
+            .expect("the reader reads history");
+        let authors: Vec<&str> = history
+            .events
+            .iter()
+            .filter_map(|event| match &event.what {
+                Some(What::Command(command)) => Some(command.author.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(authors, ["writer"], "{history:?}");
         let denied = reader
             .update(gateway_request(&mine, &id, 3))
             .await

@@ -261,7 +261,7 @@ async fn a_delete_after_a_create_stored_without_its_record_still_deletes() {
         .expect("some");
     krane
         .store
-        .publish_command_expecting(&Command::create(spec, Vec::new()), latest.last_seq)
+        .publish_command_expecting(&Command::create(spec, Vec::new()), latest.last_seq, "test")
         .await
         .expect("stored")
         .expect("not superseded");

@@ -121,6 +121,11 @@ impl Grant {
 pub struct Caller(pub Arc<Grant>);
 
 impl Caller {
+    /// The caller's name, as logs, traces and the commands it stores show it.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
     /// Refused (logged with the caller's name) unless the caller may do `operation` on
     /// `namespace`. Handlers call it before validating or storing anything else.
     pub fn may(&self, operation: Operation, namespace: &str) -> Result<(), Denied> {

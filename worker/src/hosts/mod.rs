@@ -25,3 +25,10 @@ pub struct HostIdentity {
     /// Host part of instance addresses.
     pub advertise_host: String,
 }
+
+impl HostIdentity {
+    /// Who the commands this worker stores (placements, rollbacks, updates done) say asked.
+    pub fn author(&self) -> String {
+        format!("worker {}", self.host_id)
+    }
+}

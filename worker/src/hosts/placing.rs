@@ -79,6 +79,7 @@ pub async fn place_if_needed(
     mut latest: Latest,
     live: &[HostInfo],
     scope: Scope<'_>,
+    author: &str,
 ) -> Result<Placed> {
     let nothing_lost = BTreeSet::new();
     let lost = match scope {
@@ -91,7 +92,7 @@ pub async fn place_if_needed(
             return Ok(Placed::as_is(latest));
         };
         match store
-            .publish_command_expecting(&command, latest.last_seq)
+            .publish_command_expecting(&command, latest.last_seq, author)
             .await?
         {
             Some(seq) => {
@@ -251,7 +252,7 @@ mod tests {
         // A newer caller command lands between our read and our conditional write.
         let newer = Command::create(spec(3), Vec::new());
         store.publish_command(&newer, 2).await.expect("stored");
-        let placed = place_if_needed(&store, seen, &[host("h1")], Scope::Unplaced)
+        let placed = place_if_needed(&store, seen, &[host("h1")], Scope::Unplaced, "test")
             .await
             .expect("placed");
         assert_eq!(placed.command.spec(), newer.spec());

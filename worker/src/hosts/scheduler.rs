@@ -62,6 +62,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
     let mut liveness = Liveness::new(settings.host_timeout);
     let mut last_judgement = Judgement::Steady;
     let mut unplaced = Unplaced::default();
+    let author = me.author();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -113,7 +114,9 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
                 "placing gateways their placer left unplaced"
             );
             let nothing_lost = BTreeSet::new();
-            if let Err(error) = scan(&store, &stale, &live, &nothing_lost, Mover::Anyone).await {
+            if let Err(error) =
+                scan(&store, &stale, &live, &nothing_lost, Mover::Anyone, &author).await
+            {
                 warn!(%error, "placing unplaced gateways failed; retrying");
             }
         }
@@ -139,7 +142,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         } else {
             Mover::OnlyIfMine(&me.host_id)
         };
-        match scan(&store, &records.records(), &live, &state.1, mover).await {
+        match scan(&store, &records.records(), &live, &state.1, mover, &author).await {
             Ok(Scanned::Complete) => {
                 last_scanned = Some(state);
                 last_scan = Some(Instant::now());
@@ -206,6 +209,7 @@ async fn scan(
     live: &[HostInfo],
     lost: &BTreeSet<String>,
     mover: Mover<'_>,
+    author: &str,
 ) -> Result<Scanned> {
     // Hosts that may take replicas: the live ones not judged lost.
     let takers: Vec<HostInfo> = live
@@ -224,7 +228,7 @@ async fn scan(
         .collect();
     let more = work.len() > MOVES_PER_SCAN;
     let results: Vec<Result<()>> = futures::stream::iter(work.into_iter().take(MOVES_PER_SCAN))
-        .map(|record| async move { schedule(store, &record, live, lost).await })
+        .map(|record| async move { schedule(store, &record, live, lost, author).await })
         .buffer_unordered(SCAN_PARALLELISM)
         .collect()
         .await;
@@ -266,6 +270,7 @@ async fn schedule(
     record: &GatewayRecord,
     live: &[HostInfo],
     lost: &BTreeSet<String>,
+    author: &str,
 ) -> Result<()> {
     close_lost_hosts(store, record, lost).await?;
     // The record may lag the log; a stale decision loses its conditional write, and the
@@ -275,7 +280,7 @@ async fn schedule(
         command: record.intent.clone(),
         last_seq: record.intent_seq,
     };
-    place_if_needed(store, latest, live, Scope::OffLostHosts(lost)).await?;
+    place_if_needed(store, latest, live, Scope::OffLostHosts(lost), author).await?;
     Ok(())
 }
 

@@ -30,7 +30,14 @@ impl Reconciler {
             Some(latest) => {
                 // The view follows the heartbeats as they are written: placing reads memory.
                 let live = live_with_self(&worker.host, worker.hosts.snapshot());
-                let placed = place_if_needed(&worker.store, latest, &live, Scope::Unplaced).await?;
+                let placed = place_if_needed(
+                    &worker.store,
+                    latest,
+                    &live,
+                    Scope::Unplaced,
+                    &worker.host.author(),
+                )
+                .await?;
                 let stored = match placed.projected {
                     Some(stored) => stored,
                     None => {

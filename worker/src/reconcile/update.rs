@@ -86,7 +86,10 @@ impl Reconciler {
         command: Command,
     ) -> Result<(), ReconcileError> {
         let store = &self.worker.store;
-        match store.publish_command_expecting(&command, seq).await? {
+        match store
+            .publish_command_expecting(&command, seq, &self.worker.host.author())
+            .await?
+        {
             Some(stored) => {
                 store.project_command(stored, &command).await?;
                 let (state, reason) = command

@@ -49,7 +49,7 @@ async fn command(store: &Store, command: &Command) -> u64 {
         .expect("read")
         .map_or(0, |latest| latest.last_seq);
     let seq = store
-        .publish_command_expecting(command, expected)
+        .publish_command_expecting(command, expected, "test")
         .await
         .expect("stored")
         .expect("not superseded");
@@ -243,7 +243,7 @@ async fn two_workers_purging_at_once_do_no_harm_and_a_new_create_starts_afresh()
         spec.image = "img:2".into();
     }
     let seq = store
-        .publish_command_expecting(&again, 0)
+        .publish_command_expecting(&again, 0, "test")
         .await
         .expect("stored")
         .expect("the subject is empty");
