@@ -8,7 +8,7 @@
 
 use crate::hosts::HostIdentity;
 use krane_core::command::Command;
-use krane_core::placement::{self, HostInfo};
+use krane_core::placement::{self, HostInfo, Resources};
 use krane_store::{Latest, Result, Store, StoredRecord};
 use std::collections::BTreeSet;
 use tracing::info;
@@ -36,6 +36,8 @@ fn keeping_all_but_lost(
                 containers: 0,
                 max_containers: None,
                 engine_healthy: true,
+                capacity: None,
+                reserved: Resources::default(),
             });
         }
     }
@@ -52,6 +54,8 @@ pub fn live_with_self(me: &HostIdentity, mut hosts: Vec<HostInfo>) -> Vec<HostIn
             containers: 0,
             max_containers: None,
             engine_healthy: true,
+            capacity: None,
+            reserved: Resources::default(),
         });
     }
     hosts
@@ -114,17 +118,25 @@ pub async fn place_if_needed(
     Ok(Placed::as_is(latest))
 }
 
-/// `intent` with its replicas that need a host placed on `live` hosts; `None` when nothing
-/// changes.
+/// `intent` with its replicas that need a host placed on `live` hosts (where their limits
+/// fit), and why those left unplaced wait; `None` when neither changes.
 fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
-    intent.spec()?;
+    let spec = intent.spec()?;
     // The extra replica of an update that surges is placed like any other.
     let wanted = intent.wanted_replicas();
     if !placement::needs_placing(wanted, intent.placement(), live) {
         return None;
     }
-    let placed = placement::place(&intent.key(), wanted, intent.placement(), live);
-    (placed.as_slice() != intent.placement()).then(|| intent.with_placement(placed))
+    let placed = placement::place(
+        &intent.key(),
+        wanted,
+        Resources::of(spec),
+        intent.placement(),
+        live,
+    );
+    let waiting = placed.waiting.unwrap_or_default();
+    (placed.hosts.as_slice() != intent.placement() || waiting != intent.waiting())
+        .then(|| intent.placed_waiting(placed.hosts, waiting))
 }
 
 /// The command in force after [`place_if_needed`].
@@ -172,6 +184,8 @@ mod tests {
             containers: 0,
             max_containers: None,
             engine_healthy: true,
+            capacity: None,
+            reserved: Resources::default(),
         }
     }
 
@@ -228,6 +242,33 @@ mod tests {
         let hosts = keeping_all_but_lost(vec![host("h1"), host("h2")], &surged, &lost);
         let moved = placed(&surged, &hosts).expect("moved off the lost host");
         assert!(["h1", "h2"].contains(&moved.placement()[2].as_str()));
+    }
+
+    #[test]
+    fn a_replica_that_fits_nowhere_waits_with_what_is_missing_said_once() {
+        let intent = Command::create(spec(2), Vec::new());
+        let small = HostInfo {
+            capacity: Some(Resources {
+                millicores: 150,
+                mib: 1024,
+            }),
+            ..host("h1")
+        };
+        let placed = placed(&intent, std::slice::from_ref(&small)).expect("one placed");
+        assert_eq!(placed.placement(), ["h1", ""]);
+        assert_eq!(
+            placed.waiting(),
+            "no host has 100 millicores and 32 MiB free (most free: h1 with 50 millicores, 992 MiB)"
+        );
+        // Nothing new to say: nothing to store.
+        let reserved = HostInfo {
+            reserved: Resources {
+                millicores: 100,
+                mib: 32,
+            },
+            ..small
+        };
+        assert_eq!(super::placed(&placed, &[reserved]), None);
     }
 
     #[tokio::test]

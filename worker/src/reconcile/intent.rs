@@ -29,7 +29,9 @@ impl Reconciler {
         match worker.store.latest_command(key).await? {
             Some(latest) => {
                 // The view follows the heartbeats as they are written: placing reads memory.
-                let live = live_with_self(&worker.host, worker.hosts.snapshot());
+                let live = worker
+                    .records
+                    .with_reservations(live_with_self(&worker.host, worker.hosts.snapshot()));
                 let placed = place_if_needed(&worker.store, latest, &live, Scope::Unplaced).await?;
                 let stored = match placed.projected {
                     Some(stored) => stored,
