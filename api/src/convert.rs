@@ -1,12 +1,17 @@
 //! Between the wire and the model: `krane.v1` messages to and from `krane_core` types. The
 //! model knows nothing of protobuf; this is the only place that knows both.
 
+use krane_core::event::ObservedState;
+use krane_core::names;
 use krane_core::record::{GatewayRecord, InstanceStatus};
 use krane_core::rollout::{FailureAction, PolicyRequest, UpdatePolicy};
 use krane_core::spec::{FieldError, GatewaySpec};
+use krane_proto::krane::v1::gateway_event::What;
 use krane_proto::krane::v1::{
-    GatewayInstance, GatewayRequest, GatewayStatus, RolloutStatus, UpdateFailureAction,
+    GatewayCommand, GatewayEvent, GatewayInstance, GatewayRequest, GatewayStatus,
+    InstanceObservation, RolloutStatus, UpdateFailureAction,
 };
+use krane_store::{Happened, HistoryEntry};
 
 /// Validates a Create or Update request's `gateway` field into a spec; the error names the
 /// first bad field by its path.
@@ -50,6 +55,55 @@ pub fn policy_from_request(gateway: Option<&GatewayRequest>) -> Result<UpdatePol
         max_surge: policy.max_surge,
     };
     UpdatePolicy::from_request(request, replicas)
+}
+
+/// One entry of a gateway's history as the wire message (`ListGatewayEvents`).
+pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
+    let (stream, what) = match &entry.what {
+        Happened::Command(kind, command) => {
+            let rollout = command.rollout();
+            let reason = rollout
+                .and_then(|rollout| rollout.rolled_back.as_ref().or(rollout.paused.as_ref()))
+                .cloned()
+                .unwrap_or_default();
+            let gateway = command
+                .spec()
+                .map(|spec| request_of(spec, rollout.map(|rollout| &rollout.policy)));
+            let command = GatewayCommand {
+                kind: kind.as_str().to_string(),
+                gateway,
+                placement: command.placement().to_vec(),
+                reason,
+            };
+            (names::COMMANDS_STREAM, What::Command(command))
+        }
+        Happened::Observation(event) => {
+            let observation = InstanceObservation {
+                replica: event.replica,
+                host_id: event.host_id.clone(),
+                state: state_name(event.state).to_string(),
+                address: event.address.clone(),
+                reason: event.reason.clone(),
+                template: event.template.clone(),
+            };
+            (names::EVENTS_STREAM, What::Observation(observation))
+        }
+    };
+    GatewayEvent {
+        time: humantime::format_rfc3339_millis(entry.time).to_string(),
+        stream: stream.to_string(),
+        sequence: entry.sequence,
+        what: Some(what),
+    }
+}
+
+fn state_name(state: ObservedState) -> &'static str {
+    match state {
+        ObservedState::Pending => "pending",
+        ObservedState::Running => "running",
+        ObservedState::Failed => "failed",
+        ObservedState::Gone => "gone",
+    }
 }
 
 /// The spec (and its update policy) as the wire message it was validated from.

@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 use connectrpc_axum::{ConnectError, RequestProtocol};
 use futures::StreamExt;
 use krane_proto::krane::v1::{
-    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, ListGatewaysRequest,
-    UpdateGatewayRequest, WatchGatewayRequest,
+    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, ListGatewayEventsRequest,
+    ListGatewaysRequest, UpdateGatewayRequest, WatchGatewayRequest,
 };
 use prost::Message;
 use serde::de::DeserializeOwned;
@@ -79,6 +79,7 @@ enum Rpc {
     Update,
     List,
     Watch,
+    Events,
 }
 
 impl Rpc {
@@ -90,6 +91,7 @@ impl Rpc {
             "UpdateGateway" => Some(Self::Update),
             "ListGateways" => Some(Self::List),
             "WatchGateway" => Some(Self::Watch),
+            "ListGatewayEvents" => Some(Self::Events),
             _ => None,
         }
     }
@@ -112,6 +114,11 @@ impl Rpc {
             Self::Watch => {
                 check::<WatchGatewayRequest>(encoding, body, "krane.v1.WatchGatewayRequest")
             }
+            Self::Events => check::<ListGatewayEventsRequest>(
+                encoding,
+                body,
+                "krane.v1.ListGatewayEventsRequest",
+            ),
         }
     }
 }
@@ -450,6 +457,20 @@ mod tests {
         // Field 1 of GetGatewayRequest (namespace, a string) sent as a varint.
         let message = message_of(Rpc::Get.check(Encoding::Proto, &[0x08, 0x01]));
         assert!(message.contains("namespace"), "{message}");
+    }
+
+    #[test]
+    fn history_bodies_are_checked_too() {
+        let rpc = Rpc::from_path("/krane.v1.GatewayService/ListGatewayEvents");
+        assert_eq!(rpc, Some(Rpc::Events));
+        Rpc::Events
+            .check(
+                Encoding::Json,
+                br#"{"namespace":"a","gatewayId":"b","limit":3}"#,
+            )
+            .expect("valid history request");
+        let message = message_of(Rpc::Events.check(Encoding::Json, br#"{"limit":"many"}"#));
+        assert!(message.starts_with("limit: "), "{message}");
     }
 
     #[test]

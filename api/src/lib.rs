@@ -1,7 +1,8 @@
 //! krane-api: the thin front of krane. It validates a call, durably stores the resulting command
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
-//! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream.
+//! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
+//!   [`history`]: ListGatewayEvents, a gateway's commands and observations.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -25,6 +26,7 @@ pub mod decode;
 pub mod errors;
 pub mod gateways;
 pub mod health;
+pub mod history;
 pub mod refusal;
 pub mod rpc_telemetry;
 pub mod tls;
@@ -75,13 +77,17 @@ pub async fn serve(
     options: ApiOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Certificates, keys and credentials are read first: a bad file stops the start before
+    // anything runs.
+    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
+    let client_certificates = options
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some());
     let authenticator = auth::Authenticator::new(auth::AuthSettings {
         auth_token: options.auth_token.clone(),
         tokens_file: options.auth_tokens_file.clone(),
-        client_certificates: options
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_ca.is_some()),
+        client_certificates,
     })?;
     if let Some(authenticator) = authenticator.as_ref().filter(|a| a.reloads()) {
         auth::reload_on_hangup(authenticator.clone(), stop.clone())?;
@@ -93,6 +99,7 @@ pub async fn serve(
         .update_gateway(gateways::update_gateway)
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
+        .list_gateway_events(history::list_gateway_events)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),
@@ -136,13 +143,11 @@ pub async fn serve(
         .option_layer(open)
         .layer(axum::middleware::from_fn(decode::check_request_body))
         .service(service);
-    // Read the certificate and key before announcing anything: a bad file stops the start.
-    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
     info!(
         address = %listener.local_addr()?,
         authenticated,
         tls = acceptor.is_some(),
-        client_certificates = options.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+        client_certificates,
         "krane-api listening (Connect + gRPC)"
     );
     match acceptor {

@@ -34,6 +34,7 @@ const METHODS: &[&str] = &[
     "UpdateGateway",
     "ListGateways",
     "WatchGateway",
+    "ListGatewayEvents",
 ];
 
 /// Connect code names, indexed by their gRPC status number.

@@ -44,7 +44,7 @@ pub struct TlsSettings {
 /// The acceptor of `settings`; an error names the file at fault.
 pub fn acceptor(settings: &TlsSettings) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = certificates(&settings.cert)?;
+    let certs = certificates("--tls-cert", &settings.cert)?;
     let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|error| {
         anyhow::anyhow!(
             "--tls-key {}: no usable private key: {error}",
@@ -56,7 +56,7 @@ pub fn acceptor(settings: &TlsSettings) -> anyhow::Result<TlsAcceptor> {
     let builder = match &settings.client_ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(path)? {
+            for cert in certificates("--tls-client-ca", path)? {
                 roots.add(cert).map_err(|error| {
                     anyhow::anyhow!("--tls-client-ca {}: {error}", path.display())
                 })?;
@@ -80,13 +80,14 @@ pub fn acceptor(settings: &TlsSettings) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+/// The PEM certificates of `path`, given as `flag`; an error names both.
+fn certificates(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        .map_err(|error| anyhow::anyhow!("{flag} {}: {error}", path.display()))?;
     anyhow::ensure!(
         !certs.is_empty(),
-        "{}: no PEM certificate in it",
+        "{flag} {}: no PEM certificate in it",
         path.display()
     );
     Ok(certs)
@@ -159,4 +160,34 @@ where
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_are_refused_naming_the_flag_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("krane-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let settings = |cert: &Path| TlsSettings {
+            cert: cert.to_path_buf(),
+            key: dir.join("missing.key"),
+            client_ca: None,
+        };
+        let refusal = |cert: &Path| match acceptor(&settings(cert)) {
+            Ok(_) => panic!("{} was accepted", cert.display()),
+            Err(error) => error.to_string(),
+        };
+        let missing = refusal(&dir.join("missing.pem"));
+        assert!(
+            missing.starts_with("--tls-cert ") && missing.contains("missing.pem"),
+            "{missing}"
+        );
+        let no_cert = refusal(&empty);
+        assert!(no_cert.contains("no PEM certificate"), "{no_cert}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,4 +1,4 @@
-//! The command line: `krane gateway <create|get|list|delete|watch|scale> …`.
+//! The command line: `krane gateway <create|get|list|delete|watch|scale|history> …`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -83,6 +83,15 @@ pub enum GatewayCommand {
     },
     /// Print the gateway's state now and on every change, until it is gone (Ctrl-C to stop).
     Watch(Target),
+    /// What happened to a gateway, oldest first: each command and each replica's observed
+    /// state, as the streams keep them.
+    History {
+        #[command(flatten)]
+        target: Target,
+        /// Show at most this many entries, the most recent (0: the API's default, 200).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Change the number of replicas and follow until they run.
     Scale {
         #[command(flatten)]

@@ -2,6 +2,7 @@
 
 use crate::api::{Api, call_error};
 use crate::args::{Cli, Command, CreateArgs, GatewayCommand, Target, Wait};
+use crate::history;
 use crate::progress::{self, Goal};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, ListGatewaysRequest,
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => scale(&api, &target, replicas, &wait).await,
         GatewayCommand::Watch(target) => progress::watch(&api, &target).await,
         GatewayCommand::List { namespace } => list(&api, &namespace).await,
+        GatewayCommand::History { target, limit } => history::show(&api, &target, limit).await,
     }
 }
 

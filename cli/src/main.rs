@@ -6,11 +6,13 @@
 //! - `args`: the command line (`krane gateway …`).
 //! - `api`: the connection to the API and the calls everyone uses.
 //! - `client`: runs one command.
+//! - `history`: a gateway's commands and observations as a table.
 //! - `progress`: follows a gateway to its goal with a live per-replica display.
 
 mod api;
 mod args;
 mod client;
+mod history;
 mod progress;
 
 use clap::Parser;

@@ -286,3 +286,79 @@ async fn an_https_api_is_reached_with_its_ca_and_a_token_or_a_client_certificate
     );
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_commands_and_observations_oldest_first() {
+    let namespace = unique_namespace("cli-history");
+    let (api, _runtime) = started(&namespace).await;
+    let ns = ["--namespace", namespace.as_str()];
+    let steps: [&[&str]; 3] = [
+        &["gateway", "create", "edge", "--image", IMAGE],
+        &["gateway", "scale", "edge", "--replicas", "2"],
+        &["gateway", "delete", "edge"],
+    ];
+    for step in steps {
+        let done = krane(&api, &[step, &ns].concat()).await;
+        assert!(done.status.success(), "{step:?}: {done:?}");
+    }
+
+    let shown = krane(&api, &[&["gateway", "history", "edge"][..], &ns].concat()).await;
+    assert!(shown.status.success(), "{shown:?}");
+    let text = stdout(&shown);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("TIME"), "{text}");
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+    };
+    assert!(
+        position(" create ") < position("replica 0 RUNNING"),
+        "{text}"
+    );
+    assert!(
+        position("replica 0 RUNNING") < position(" update "),
+        "{text}"
+    );
+    assert!(
+        position(" update ") < position("replica 1 RUNNING"),
+        "{text}"
+    );
+    assert!(
+        position("replica 1 RUNNING") < position(" delete "),
+        "{text}"
+    );
+    assert!(position(" delete ") < position("replica 0 GONE"), "{text}");
+    assert!(
+        text.contains(&format!("image={IMAGE} replicas=2")),
+        "{text}"
+    );
+
+    let json = krane(
+        &api,
+        &[
+            &[
+                "--output", "json", "gateway", "history", "edge", "--limit", "3",
+            ][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(json.status.success(), "{json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    let events = json["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3, "{json}");
+    let last = &events[2];
+    assert_eq!(last["stream"], "KRANE_EVENTS", "{json}");
+    assert_eq!(last["observation"]["state"], "gone", "{json}");
+    assert!(
+        last["sequence"].as_u64().is_some() || last["sequence"].is_string(),
+        "{json}"
+    );
+
+    let unknown = krane(&api, &[&["gateway", "history", "nobody"][..], &ns].concat()).await;
+    assert!(unknown.status.success(), "{unknown:?}");
+    assert!(stdout(&unknown).contains("no history"), "{unknown:?}");
+}

@@ -10,6 +10,8 @@
 //! - [`events`]: the events stream: storing observations and folding them into the record.
 //! - [`projection`]: the `krane_gateways` records: reads, watches, listings, the
 //!   compare-and-set fold, and the rebuild from both streams.
+//! - [`history`]: a gateway's commands and observations with their sequence and time, merged
+//!   oldest first (what `ListGatewayEvents` answers).
 //! - [`hosts`]: the `krane_hosts` bucket: heartbeats and the live hosts.
 //! - [`retention`]: purging what is left of a fully deleted gateway, bounded by what the
 //!   decision read.
@@ -23,6 +25,7 @@
 pub mod commands;
 pub mod connect;
 pub mod events;
+pub mod history;
 pub mod hosts;
 pub mod layout;
 pub mod projection;
@@ -32,6 +35,7 @@ pub mod watch;
 
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
+pub use history::{CommandKind, Happened, History, HistoryEntry};
 pub use projection::StoredRecord;
 pub use retention::{Purge, Purged};
 pub use watch::BucketChange;

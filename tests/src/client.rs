@@ -8,8 +8,9 @@ use krane_proto::krane::v1::gateway_service_client::GatewayServiceClient as Grpc
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient as ConnectClient;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, GatewayRequest,
-    GetGatewayRequest, GetGatewayResponse, ListGatewaysRequest, ListGatewaysResponse,
-    UpdateGatewayRequest, UpdateGatewayResponse, WatchGatewayRequest, WatchGatewayResponse,
+    GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest, ListGatewayEventsResponse,
+    ListGatewaysRequest, ListGatewaysResponse, UpdateGatewayRequest, UpdateGatewayResponse,
+    WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -183,6 +184,31 @@ impl TestClient {
                 .await?
                 .into_inner()),
             _ => Ok(self.connect().list_gateways(&request).await?.into_inner()),
+        }
+    }
+
+    pub async fn history(
+        &self,
+        namespace: &str,
+        gateway_id: &str,
+    ) -> Result<ListGatewayEventsResponse, RpcError> {
+        let request = ListGatewayEventsRequest {
+            namespace: namespace.into(),
+            gateway_id: gateway_id.into(),
+            limit: 0,
+        };
+        match self.protocol {
+            Protocol::Grpc => Ok(self
+                .grpc()
+                .await
+                .list_gateway_events(self.grpc_request(request))
+                .await?
+                .into_inner()),
+            _ => Ok(self
+                .connect()
+                .list_gateway_events(&request)
+                .await?
+                .into_inner()),
         }
     }
 
