@@ -65,7 +65,7 @@ pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
             let reason = rollout
                 .and_then(|rollout| rollout.rolled_back.as_ref().or(rollout.paused.as_ref()))
                 .cloned()
-                .unwrap_or_default();
+                .unwrap_or_else(|| command.waiting().to_string());
             let gateway = command
                 .spec()
                 .map(|spec| request_of(spec, rollout.map(|rollout| &rollout.policy)));
