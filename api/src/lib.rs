@@ -2,7 +2,8 @@
 //! in JetStream and answers at once; reads come from the KV projection, never from Docker.
 //!
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
-//!   [`history`]: ListGatewayEvents, a gateway's commands and observations.
+//!   [`history`]: ListGatewayEvents, a gateway's commands and observations; [`hosts`]:
+//!   ListHosts, each host's heartbeat with its capacity, reservations and what is free.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -27,6 +28,7 @@ pub mod errors;
 pub mod gateways;
 pub mod health;
 pub mod history;
+pub mod hosts;
 pub mod refusal;
 pub mod rpc_telemetry;
 pub mod tls;
@@ -100,6 +102,7 @@ pub async fn serve(
         .list_gateways(gateways::list_gateways)
         .watch_gateway(watch::watch_gateway)
         .list_gateway_events(history::list_gateway_events)
+        .list_hosts(hosts::list_hosts)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),

@@ -35,6 +35,7 @@ const METHODS: &[&str] = &[
     "ListGateways",
     "WatchGateway",
     "ListGatewayEvents",
+    "ListHosts",
 ];
 
 /// Connect code names, indexed by their gRPC status number.
