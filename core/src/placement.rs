@@ -256,6 +256,33 @@ pub fn placer<'a>(gateway: &GatewayKey, hosts: &'a [HostInfo]) -> Option<&'a str
         .map(|host| host.host_id.as_str())
 }
 
+/// `hosts` with what is reserved on each recounted for placing one gateway anew: what their
+/// figures hold of this gateway (`counted`, as far as the caller knows) taken out, and the
+/// replicas it keeps (`current`, each needing `demand`) put back. Heartbeats and a worker's
+/// record index lag the command being placed (a worker may handle a gateway's command before
+/// its index has seen it), so the gateway's own replicas are counted from the command itself;
+/// a figure that counted them anyway only makes the host look fuller, never emptier.
+pub fn recount_own(
+    hosts: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
+    demand: Resources,
+    current: &[String],
+) -> Vec<HostInfo> {
+    hosts
+        .iter()
+        .map(|host| {
+            let kept = current.iter().filter(|id| **id == host.host_id).count();
+            let others = host
+                .reserved
+                .minus(counted.get(&host.host_id).copied().unwrap_or_default());
+            HostInfo {
+                reserved: others.plus(demand.times(u64::try_from(kept).unwrap_or(u64::MAX))),
+                ..host.clone()
+            }
+        })
+        .collect()
+}
+
 /// True when `placement` needs deciding again: a replica is unplaced or on a host not live.
 pub fn needs_placing(replicas: u32, placement: &[String], hosts: &[HostInfo]) -> bool {
     (0..usize::try_from(replicas).unwrap_or(0)).any(|i| {
@@ -303,6 +330,32 @@ mod tests {
 
     fn place_sized(replicas: u32, demand: Resources, hosts: &[HostInfo]) -> Placement {
         super::place(&gw(), replicas, demand, &[], hosts)
+    }
+
+    #[test]
+    fn a_gateways_own_replicas_count_even_before_the_figures_show_them() {
+        let demand = Resources {
+            millicores: 400,
+            mib: 100,
+        };
+        let current: Vec<String> = ["h1", "h2", "h1", "h2", ""].map(String::from).to_vec();
+        // The figures lag: nothing of this gateway in them yet, 100m of another on h1.
+        let mut lagging = [sized("h1", 1000, 256), sized("h2", 1000, 256)];
+        lagging[0].reserved = Resources {
+            millicores: 100,
+            mib: 0,
+        };
+        let hosts = recount_own(&lagging, &BTreeMap::new(), demand, &current);
+        assert_eq!(hosts[0].reserved.millicores, 900);
+        assert_eq!(hosts[1].reserved.millicores, 800);
+        let placed = super::place(&gw(), 5, demand, &current, &hosts);
+        assert_eq!(placed.hosts[4], "", "the fifth fits nowhere");
+        // Figures that count them already: taken out, then put back once.
+        let mut current_figures = lagging.clone();
+        current_figures[1].reserved = demand.times(2);
+        let counted = BTreeMap::from([("h2".to_string(), demand.times(2))]);
+        let hosts = recount_own(&current_figures, &counted, demand, &current);
+        assert_eq!(hosts[1].reserved, demand.times(2));
     }
 
     #[test]

@@ -86,6 +86,14 @@ impl Records {
     }
 }
 
+/// What the index counts of `record` on each host (see [`reservations_of`]), owned.
+pub(crate) fn reserved_per_host(record: &GatewayRecord) -> BTreeMap<String, Resources> {
+    reservations_of(record)
+        .into_iter()
+        .map(|(host, reserved)| (host.to_string(), reserved))
+        .collect()
+}
+
 /// What a record's latest command reserves on each host: its spec's limits once per replica
 /// placed there (a Delete reserves nothing).
 fn reservations_of(record: &GatewayRecord) -> BTreeMap<&str, Resources> {
@@ -171,6 +179,19 @@ impl RecordIndex {
             .read()
             .ok()
             .and_then(|records| records.reserved.get(host_id).copied())
+            .unwrap_or_default()
+    }
+
+    /// What the gateway's record reserves on each host, as this index holds it (empty when it
+    /// holds none): what [`with_reservations`](Self::with_reservations) counted of it.
+    pub fn reserved_by(&self, key: &GatewayKey) -> BTreeMap<String, Resources> {
+        let Ok(records) = self.records.read() else {
+            return BTreeMap::new();
+        };
+        records
+            .by_key
+            .get(&key.kv_key())
+            .map(|record| reserved_per_host(record))
             .unwrap_or_default()
     }
 

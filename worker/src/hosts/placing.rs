@@ -10,7 +10,7 @@ use crate::hosts::HostIdentity;
 use krane_core::command::Command;
 use krane_core::placement::{self, HostInfo, Resources};
 use krane_store::{Latest, Result, Store, StoredRecord};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::info;
 
 /// The hosts replicas may stay on or go to: the live ones, plus every host the intent names
@@ -77,11 +77,13 @@ const PLACING_ATTEMPTS: usize = 3;
 /// Places the replicas of the latest command that need a host, publishing the new placement
 /// only if nobody published a newer command meanwhile. When someone did, the newer command is
 /// read and placed in turn, at once. Returns the command now in force, and the record if
-/// placing folded it in.
+/// placing folded it in. `counted`: what the reserved figures of `live` hold of this gateway
+/// (`RecordIndex::reserved_by`); its own replicas are counted from the command instead.
 pub async fn place_if_needed(
     store: &Store,
     mut latest: Latest,
     live: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
     scope: Scope<'_>,
 ) -> Result<Placed> {
     let nothing_lost = BTreeSet::new();
@@ -91,7 +93,7 @@ pub async fn place_if_needed(
     };
     for _ in 0..PLACING_ATTEMPTS {
         let hosts = keeping_all_but_lost(live.to_vec(), &latest.command, lost);
-        let Some(command) = placed(&latest.command, &hosts) else {
+        let Some(command) = placed(&latest.command, &hosts, counted) else {
             return Ok(Placed::as_is(latest));
         };
         match store
@@ -119,21 +121,26 @@ pub async fn place_if_needed(
 }
 
 /// `intent` with its replicas that need a host placed on `live` hosts (where their limits
-/// fit), and why those left unplaced wait; `None` when neither changes.
-fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
+/// fit, the replicas it keeps counted from `intent`, not from `counted`), and why those left
+/// unplaced wait; `None` when neither changes.
+fn placed(
+    intent: &Command,
+    live: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
+) -> Option<Command> {
     let spec = intent.spec()?;
     // The extra replica of an update that surges is placed like any other.
     let wanted = intent.wanted_replicas();
     if !placement::needs_placing(wanted, intent.placement(), live) {
         return None;
     }
-    let placed = placement::place(
-        &intent.key(),
-        wanted,
-        Resources::of(spec),
-        intent.placement(),
-        live,
-    );
+    let demand = Resources::of(spec);
+    let kept = intent
+        .placement()
+        .get(..usize::try_from(wanted).unwrap_or(usize::MAX))
+        .unwrap_or(intent.placement());
+    let hosts = placement::recount_own(live, counted, demand, kept);
+    let placed = placement::place(&intent.key(), wanted, demand, intent.placement(), &hosts);
     let waiting = placed.waiting.unwrap_or_default();
     (placed.hosts.as_slice() != intent.placement() || waiting != intent.waiting())
         .then(|| intent.placed_waiting(placed.hosts, waiting))
@@ -175,6 +182,11 @@ mod tests {
             cpu_millicores: 100,
             memory_mib: 32,
         }
+    }
+
+    /// Placing with figures that hold nothing of the gateway.
+    fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
+        super::placed(intent, live, &BTreeMap::new())
     }
 
     fn host(id: &str) -> HostInfo {
@@ -260,15 +272,18 @@ mod tests {
             placed.waiting(),
             "no host has 100 millicores and 32 MiB free (most free: h1 with 50 millicores, 992 MiB)"
         );
-        // Nothing new to say: nothing to store.
-        let reserved = HostInfo {
-            reserved: Resources {
-                millicores: 100,
-                mib: 32,
-            },
-            ..small
+        // Nothing new to say: nothing to store, whether or not the figures count replica 0.
+        let one = Resources {
+            millicores: 100,
+            mib: 32,
         };
-        assert_eq!(super::placed(&placed, &[reserved]), None);
+        let reserved = HostInfo {
+            reserved: one,
+            ..small.clone()
+        };
+        let counted = BTreeMap::from([("h1".to_string(), one)]);
+        assert_eq!(super::placed(&placed, &[reserved], &counted), None);
+        assert_eq!(super::placed(&placed, &[small], &BTreeMap::new()), None);
     }
 
     #[tokio::test]
@@ -292,9 +307,15 @@ mod tests {
         // A newer caller command lands between our read and our conditional write.
         let newer = Command::create(spec(3), Vec::new());
         store.publish_command(&newer, 2).await.expect("stored");
-        let placed = place_if_needed(&store, seen, &[host("h1")], Scope::Unplaced)
-            .await
-            .expect("placed");
+        let placed = place_if_needed(
+            &store,
+            seen,
+            &[host("h1")],
+            &BTreeMap::new(),
+            Scope::Unplaced,
+        )
+        .await
+        .expect("placed");
         assert_eq!(placed.command.spec(), newer.spec());
         assert_eq!(placed.command.placement(), ["h1", "h1", "h1"]);
         let latest = store

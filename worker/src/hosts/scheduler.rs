@@ -276,7 +276,9 @@ async fn schedule(
         command: record.intent.clone(),
         last_seq: record.intent_seq,
     };
-    place_if_needed(store, latest, live, Scope::OffLostHosts(lost)).await?;
+    // The record is the index's: what the live hosts' reserved figures hold of this gateway.
+    let counted = crate::index::reserved_per_host(record);
+    place_if_needed(store, latest, live, &counted, Scope::OffLostHosts(lost)).await?;
     Ok(())
 }
 

@@ -32,7 +32,10 @@ impl Reconciler {
                 let live = worker
                     .records
                     .with_reservations(live_with_self(&worker.host, worker.hosts.snapshot()));
-                let placed = place_if_needed(&worker.store, latest, &live, Scope::Unplaced).await?;
+                let counted = worker.records.reserved_by(key);
+                let placed =
+                    place_if_needed(&worker.store, latest, &live, &counted, Scope::Unplaced)
+                        .await?;
                 let stored = match placed.projected {
                     Some(stored) => stored,
                     None => {
