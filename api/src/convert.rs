@@ -3,15 +3,16 @@
 
 use krane_core::event::ObservedState;
 use krane_core::names;
+use krane_core::placement::Resources;
 use krane_core::record::{GatewayRecord, InstanceStatus};
 use krane_core::rollout::{FailureAction, PolicyRequest, UpdatePolicy};
 use krane_core::spec::{FieldError, GatewaySpec};
 use krane_proto::krane::v1::gateway_event::What;
 use krane_proto::krane::v1::{
-    GatewayCommand, GatewayEvent, GatewayInstance, GatewayRequest, GatewayStatus,
-    InstanceObservation, RolloutStatus, UpdateFailureAction,
+    GatewayCommand, GatewayEvent, GatewayInstance, GatewayRequest, GatewayStatus, HostResources,
+    HostStatus, InstanceObservation, RolloutStatus, UpdateFailureAction,
 };
-use krane_store::{Happened, HistoryEntry};
+use krane_store::{Happened, HeardHost, HistoryEntry};
 
 /// Validates a Create or Update request's `gateway` field into a spec; the error names the
 /// first bad field by its path.
@@ -66,7 +67,7 @@ pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
             let reason = rollout
                 .and_then(|rollout| rollout.rolled_back.as_ref().or(rollout.paused.as_ref()))
                 .cloned()
-                .unwrap_or_default();
+                .unwrap_or_else(|| command.waiting().to_string());
             let gateway = command
                 .spec()
                 .map(|spec| request_of(spec, rollout.map(|rollout| &rollout.policy)));
@@ -96,6 +97,30 @@ pub fn event_of(entry: &HistoryEntry) -> GatewayEvent {
         stream: stream.to_string(),
         sequence: entry.sequence,
         what: Some(what),
+    }
+}
+
+/// One host as the wire message (`ListHosts`): its heartbeat, and what is free.
+pub fn host_of(host: &HeardHost) -> HostStatus {
+    let info = &host.info;
+    HostStatus {
+        host_id: info.host_id.clone(),
+        live: host.live,
+        last_heard: humantime::format_rfc3339_millis(host.last_heard).to_string(),
+        advertise_host: info.advertise_host.clone(),
+        containers: info.containers,
+        max_containers: info.max_containers.unwrap_or(0),
+        engine_healthy: info.engine_healthy,
+        capacity: info.capacity.map(resources_of),
+        reserved: Some(resources_of(info.reserved)),
+        free: info.free().map(resources_of),
+    }
+}
+
+fn resources_of(resources: Resources) -> HostResources {
+    HostResources {
+        cpu_millicores: resources.millicores,
+        memory_mib: resources.mib,
     }
 }
 
@@ -190,6 +215,45 @@ mod tests {
             memory_size_mib: 64,
             update_policy: None,
         }
+    }
+
+    #[test]
+    fn a_host_shows_what_is_free() {
+        use krane_core::placement::HostInfo;
+        let heard = HeardHost {
+            info: HostInfo {
+                host_id: "h1".into(),
+                advertise_host: "10.0.0.1".into(),
+                containers: 2,
+                max_containers: None,
+                engine_healthy: true,
+                capacity: Some(Resources {
+                    millicores: 1000,
+                    mib: 256,
+                }),
+                reserved: Resources {
+                    millicores: 800,
+                    mib: 256,
+                },
+            },
+            last_heard: std::time::SystemTime::UNIX_EPOCH,
+            live: true,
+        };
+        let host = host_of(&heard);
+        assert_eq!(host.last_heard, "1970-01-01T00:00:00.000Z");
+        assert_eq!((host.max_containers, host.containers), (0, 2));
+        let free = host.free.expect("a capacity, so a free");
+        assert_eq!((free.cpu_millicores, free.memory_mib), (200, 0));
+        let unknown = HeardHost {
+            info: HostInfo {
+                capacity: None,
+                ..heard.info.clone()
+            },
+            ..heard
+        };
+        let host = host_of(&unknown);
+        assert_eq!((host.capacity, host.free), (None, None));
+        assert_eq!(host.reserved.map(|r| r.cpu_millicores), Some(800));
     }
 
     #[test]

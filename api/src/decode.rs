@@ -27,7 +27,7 @@ use connectrpc_axum::{ConnectError, RequestProtocol};
 use futures::StreamExt;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, ListGatewayEventsRequest,
-    ListGatewaysRequest, UpdateGatewayRequest, WatchGatewayRequest,
+    ListGatewaysRequest, ListHostsRequest, UpdateGatewayRequest, WatchGatewayRequest,
 };
 use prost::Message;
 use serde::de::DeserializeOwned;
@@ -80,6 +80,7 @@ enum Rpc {
     List,
     Watch,
     Events,
+    Hosts,
 }
 
 impl Rpc {
@@ -92,6 +93,7 @@ impl Rpc {
             "ListGateways" => Some(Self::List),
             "WatchGateway" => Some(Self::Watch),
             "ListGatewayEvents" | "FollowGatewayEvents" => Some(Self::Events),
+            "ListHosts" => Some(Self::Hosts),
             _ => None,
         }
     }
@@ -119,6 +121,7 @@ impl Rpc {
                 body,
                 "krane.v1.ListGatewayEventsRequest",
             ),
+            Self::Hosts => check::<ListHostsRequest>(encoding, body, "krane.v1.ListHostsRequest"),
         }
     }
 }
@@ -471,6 +474,17 @@ mod tests {
             .expect("valid history request");
         let message = message_of(Rpc::Events.check(Encoding::Json, br#"{"limit":"many"}"#));
         assert!(message.starts_with("limit: "), "{message}");
+    }
+
+    #[test]
+    fn host_list_bodies_are_checked_too() {
+        let rpc = Rpc::from_path("/krane.v1.GatewayService/ListHosts");
+        assert_eq!(rpc, Some(Rpc::Hosts));
+        Rpc::Hosts
+            .check(Encoding::Json, b"{}")
+            .expect("an empty request");
+        let message = message_of(Rpc::Hosts.check(Encoding::Json, b"[1]"));
+        assert!(message.contains("ListHostsRequest"), "{message}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
 //!   [`history`]: ListGatewayEvents and FollowGatewayEvents, a gateway's commands and
-//!   observations.
+//!   observations; [`hosts`]: ListHosts, each host's heartbeat with its capacity, reservations
+//!   and what is free.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -28,6 +29,7 @@ pub mod errors;
 pub mod gateways;
 pub mod health;
 pub mod history;
+pub mod hosts;
 pub mod refusal;
 pub mod rpc_telemetry;
 pub mod tls;
@@ -102,6 +104,7 @@ pub async fn serve(
         .watch_gateway(watch::watch_gateway)
         .list_gateway_events(history::list_gateway_events)
         .follow_gateway_events(history::follow_gateway_events)
+        .list_hosts(hosts::list_hosts)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),

@@ -36,6 +36,7 @@ const METHODS: &[&str] = &[
     "WatchGateway",
     "ListGatewayEvents",
     "FollowGatewayEvents",
+    "ListHosts",
 ];
 
 /// Connect code names, indexed by their gRPC status number.

@@ -1,4 +1,5 @@
-//! The command line: `krane gateway <create|get|list|delete|watch|scale|history> …`.
+//! The command line: `krane gateway <create|get|list|delete|watch|scale|history> …` and
+//! `krane host list`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -61,6 +62,16 @@ pub enum Command {
     /// Gateways: N replicas of one image.
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// Hosts: the Docker hosts the workers announce.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Every host with its CPU and memory free and in total and its krane containers, as its
+    /// worker's latest heartbeat says (needs a grant of every namespace).
+    List,
 }
 
 #[derive(Debug, Subcommand)]

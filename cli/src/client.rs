@@ -1,9 +1,9 @@
 //! Runs one CLI command against the API with the generated Connect client.
 
 use crate::api::{Api, call_error};
-use crate::args::{Cli, Command, CreateArgs, GatewayCommand, Target, Wait};
-use crate::history;
+use crate::args::{Cli, Command, CreateArgs, GatewayCommand, HostCommand, Target, Wait};
 use crate::progress::{self, Goal};
+use crate::{history, hosts};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, ListGatewaysRequest,
     UpdateGatewayRequest,
@@ -12,7 +12,10 @@ use std::process::ExitCode;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let api = Api::new(&cli)?;
-    let Command::Gateway(command) = cli.command;
+    let command = match cli.command {
+        Command::Gateway(command) => command,
+        Command::Host(HostCommand::List) => return hosts::list(&api).await,
+    };
     match command {
         GatewayCommand::Create(args) => create(&api, args).await,
         GatewayCommand::Get(target) => get(&api, &target).await,

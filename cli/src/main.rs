@@ -3,16 +3,18 @@
 //! until done, failed or `--timeout` (`--detach` returns at once). Exit codes: 0 done,
 //! 1 failed (or the call was refused), 2 timed out.
 //!
-//! - `args`: the command line (`krane gateway …`).
+//! - `args`: the command line (`krane gateway …`, `krane host list`).
 //! - `api`: the connection to the API and the calls everyone uses.
 //! - `client`: runs one command.
 //! - `history`: a gateway's commands and observations as a table.
+//! - `hosts`: the hosts with their free CPU and memory as a table.
 //! - `progress`: follows a gateway to its goal with a live per-replica display.
 
 mod api;
 mod args;
 mod client;
 mod history;
+mod hosts;
 mod progress;
 
 use clap::Parser;

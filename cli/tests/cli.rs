@@ -6,6 +6,7 @@ use krane_worker::runtime::RuntimeError;
 use krane_worker::runtime::fake::FakeRuntime;
 use std::process::Output;
 use std::sync::Arc;
+use std::time::Duration;
 
 const IMAGE: &str = "krane-test-gateway:dev";
 
@@ -406,4 +407,83 @@ async fn history_follow_prints_new_entries_as_they_are_stored() {
         "the follow keeps running"
     );
     follow.kill().await.expect("stop the follow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_list_shows_each_hosts_free_cpu_and_memory() {
+    let namespace = unique_namespace("cli-hosts");
+    let mut api = Krane::start_without_worker(&namespace).await;
+    let runtime = Arc::new(FakeRuntime::with_images(&[IMAGE]));
+    let flags = [
+        "--cpu-millicores",
+        "2000",
+        "--memory-mib",
+        "1024",
+        "--host-timeout",
+        "3s",
+    ];
+    api.start_worker_on(runtime, &flags);
+    let ns = ["--namespace", namespace.as_str()];
+    let created = krane(
+        &api,
+        &[
+            &[
+                "gateway",
+                "create",
+                "edge",
+                "--image",
+                IMAGE,
+                "--replicas",
+                "2",
+            ][..],
+            &ns,
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+
+    // Two replicas of 100m and 64 MiB (the CLI's defaults) reserved, once a heartbeat says so.
+    let host = api.host_id();
+    let row = krane_tests::eventually("the reservation announced", Duration::from_secs(20), || {
+        let api = &api;
+        let host = host.clone();
+        async move {
+            let shown = krane(api, &["host", "list"]).await;
+            assert!(shown.status.success(), "{shown:?}");
+            let text = stdout(&shown);
+            assert!(text.starts_with("HOST"), "{text}");
+            let row = text
+                .lines()
+                .find(|line| line.starts_with(&host))?
+                .to_string();
+            row.contains("1800m/2000m").then_some(row)
+        }
+    })
+    .await;
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        columns[1..5],
+        ["yes", "1800m/2000m", "896Mi/1024Mi", "2"],
+        "{row}"
+    );
+
+    let json = krane(&api, &["--output", "json", "host", "list"]).await;
+    assert!(json.status.success(), "{json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    let hosts = json["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 1, "{json}");
+    assert_eq!(hosts[0]["hostId"], host.as_str(), "{json}");
+    assert_eq!(hosts[0]["live"], true, "{json}");
+    let number = |value: &serde_json::Value| {
+        value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+    };
+    assert_eq!(number(&hosts[0]["free"]["memoryMib"]), Some(896), "{json}");
+    assert_eq!(
+        number(&hosts[0]["capacity"]["cpuMillicores"]),
+        Some(2000),
+        "{json}"
+    );
 }

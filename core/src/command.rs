@@ -20,6 +20,10 @@ pub enum Command {
         /// How a change of template rolls out, and where the update stands.
         #[serde(default, skip_serializing_if = "Rollout::is_default")]
         rollout: Rollout,
+        /// Why the unplaced replicas wait, when the placer knows (no host has room for them);
+        /// shown as their reason. Set only by a placement.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        waiting: String,
     },
     /// Remove every container of the gateway.
     Delete {
@@ -45,16 +49,33 @@ impl Command {
             spec,
             placement,
             rollout,
+            waiting: String::new(),
         }
     }
 
     /// The same command with another placement (its spec and rollout kept).
     pub fn with_placement(&self, placement: Vec<String>) -> Self {
+        self.placed_waiting(placement, String::new())
+    }
+
+    /// The same command with another placement, and why its unplaced replicas wait.
+    pub fn placed_waiting(&self, placement: Vec<String>, waiting: String) -> Self {
         match self {
-            Self::Create { spec, rollout, .. } => {
-                Self::create_with(spec.clone(), placement, rollout.clone())
-            }
+            Self::Create { spec, rollout, .. } => Self::Create {
+                spec: spec.clone(),
+                placement,
+                rollout: rollout.clone(),
+                waiting,
+            },
             delete => delete.clone(),
+        }
+    }
+
+    /// Why the unplaced replicas wait, as the last placement said ("" when it did not say).
+    pub fn waiting(&self) -> &str {
+        match self {
+            Self::Create { waiting, .. } => waiting,
+            Self::Delete { .. } => "",
         }
     }
 

@@ -8,9 +8,13 @@
 //! of two choices). That spreads a gateway within ±1 across hosts when capacity allows, favours
 //! emptier hosts, and spreads a burst of gateways over all hosts even while the hosts'
 //! container counts (from their heartbeats) lag it. A host at its `max_containers` takes no
-//! more; a replica no host can take stays unplaced (`""`) until one can.
+//! more, and a replica goes only where its millicores and MiB fit in what is free: the host's
+//! capacity less what krane reserved there and what this same decision already put there
+//! (spread first, then fit, as Swarm does with reservations). A replica no host can take stays
+//! unplaced (`""`) until one can; [`Placement::waiting`] says what is missing.
 
 use crate::names::{GatewayKey, short_hash};
+use crate::spec::GatewaySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -28,19 +32,96 @@ pub struct HostInfo {
     /// (its replicas stay) but takes no new ones. Heartbeats of older workers lack it: true.
     #[serde(default = "answers")]
     pub engine_healthy: bool,
+    /// CPUs and memory the host offers (the engine's, or the worker's flags). Heartbeats of
+    /// older workers lack it: unknown, and then nothing is refused for want of resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Resources>,
+    /// The limits of the replicas placed on the host, summed.
+    #[serde(default)]
+    pub reserved: Resources,
 }
 
 fn answers() -> bool {
     true
 }
 
-/// Places the `replicas` replicas of `gateway`, keeping `current[i]` where that host is live.
+/// CPU millicores and memory MiB: a replica's limits, a host's capacity or what is reserved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub millicores: u64,
+    pub mib: u64,
+}
+
+impl Resources {
+    /// What a replica of `spec` reserves.
+    pub fn of(spec: &GatewaySpec) -> Self {
+        Self {
+            millicores: u64::from(spec.cpu_millicores),
+            mib: spec.memory_mib,
+        }
+    }
+
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            millicores: self.millicores.saturating_add(other.millicores),
+            mib: self.mib.saturating_add(other.mib),
+        }
+    }
+
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            millicores: self.millicores.saturating_sub(other.millicores),
+            mib: self.mib.saturating_sub(other.mib),
+        }
+    }
+
+    pub fn times(self, count: u64) -> Self {
+        Self {
+            millicores: self.millicores.saturating_mul(count),
+            mib: self.mib.saturating_mul(count),
+        }
+    }
+
+    /// True when `demand` fits in `self`.
+    pub fn holds(self, demand: Self) -> bool {
+        demand.millicores <= self.millicores && demand.mib <= self.mib
+    }
+
+    /// The larger of each.
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            millicores: self.millicores.max(other.millicores),
+            mib: self.mib.max(other.mib),
+        }
+    }
+}
+
+impl HostInfo {
+    /// What is not reserved; `None` when the capacity is unknown (no limit).
+    pub fn free(&self) -> Option<Resources> {
+        self.capacity.map(|capacity| capacity.minus(self.reserved))
+    }
+}
+
+/// Where each replica goes, and why those left unplaced wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `hosts[i]` runs replica `i`; `""`: no host can take it.
+    pub hosts: Vec<String>,
+    /// Why unplaced replicas wait, when it is for want of CPU or memory: what they need and
+    /// the host with most free (`None` otherwise, or when every replica is placed).
+    pub waiting: Option<String>,
+}
+
+/// Places the `replicas` replicas of `gateway`, each needing `demand`, keeping `current[i]`
+/// where that host is live.
 pub fn place(
     gateway: &GatewayKey,
     replicas: u32,
+    demand: Resources,
     current: &[String],
     hosts: &[HostInfo],
-) -> Vec<String> {
+) -> Placement {
     let gateway_key = gateway.kv_key();
     let live: BTreeMap<&str, &HostInfo> = hosts.iter().map(|h| (h.host_id.as_str(), h)).collect();
     let count = usize::try_from(replicas).unwrap_or(0);
@@ -68,11 +149,15 @@ pub fn place(
         let load = |host: &HostInfo| {
             host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0)
         };
+        let fits =
+            |host: &HostInfo| free_now(host, &added, demand).is_none_or(|free| free.holds(demand));
         let eligible: Vec<&HostInfo> = live
             .values()
             .copied()
             .filter(|host| {
-                host.engine_healthy && host.max_containers.is_none_or(|max| load(host) < max)
+                host.engine_healthy
+                    && host.max_containers.is_none_or(|max| load(host) < max)
+                    && fits(host)
             })
             .collect();
         let fewest = eligible
@@ -102,7 +187,60 @@ pub fn place(
             *slot = host.host_id.clone();
         }
     }
-    placement
+    let waiting = placement
+        .iter()
+        .any(String::is_empty)
+        .then(|| waiting_for_resources(demand, &live, &added))
+        .flatten();
+    Placement {
+        hosts: placement,
+        waiting,
+    }
+}
+
+/// What is free on `host` once the replicas this decision put there (`added`, each needing
+/// `demand`) are counted; `None` when its capacity is unknown.
+fn free_now(host: &HostInfo, added: &BTreeMap<&str, u32>, demand: Resources) -> Option<Resources> {
+    let placed_now = added.get(host.host_id.as_str()).copied().unwrap_or(0);
+    host.free()
+        .map(|free| free.minus(demand.times(u64::from(placed_now))))
+}
+
+/// Why a replica waits when the only thing missing is room: among the hosts that would take
+/// it but for CPU or memory, none has `demand` free. `None` when no such host exists (no live
+/// host, every engine unhealthy or every host at its `max_containers`).
+fn waiting_for_resources(
+    demand: Resources,
+    live: &BTreeMap<&str, &HostInfo>,
+    added: &BTreeMap<&str, u32>,
+) -> Option<String> {
+    let short_of_room: Vec<(&str, Resources)> = live
+        .values()
+        .filter(|host| host.engine_healthy)
+        .filter(|host| {
+            host.max_containers.is_none_or(|max| {
+                host.containers + added.get(host.host_id.as_str()).copied().unwrap_or(0) < max
+            })
+        })
+        .filter_map(|host| Some((host.host_id.as_str(), free_now(host, added, demand)?)))
+        .filter(|(_, free)| !free.holds(demand))
+        .collect();
+    // Most free: the host that covers the larger share of the scarcer of the two.
+    let share = |free: &Resources| {
+        let of = |have: u64, need: u64| {
+            have.saturating_mul(1000)
+                .checked_div(need)
+                .unwrap_or(u64::MAX)
+        };
+        of(free.millicores, demand.millicores).min(of(free.mib, demand.mib))
+    };
+    let (best, free) = short_of_room
+        .iter()
+        .max_by(|a, b| share(&a.1).cmp(&share(&b.1)).then(b.0.cmp(a.0)))?;
+    Some(format!(
+        "no host has {} millicores and {} MiB free (most free: {best} with {} millicores, {} MiB)",
+        demand.millicores, demand.mib, free.millicores, free.mib
+    ))
 }
 
 /// The host that places a new gateway's replicas first: one of the live hosts whose engine
@@ -116,6 +254,33 @@ pub fn placer<'a>(gateway: &GatewayKey, hosts: &'a [HostInfo]) -> Option<&'a str
         .filter(|host| host.engine_healthy)
         .min_by_key(|host| short_hash(&[&gateway_key, "placer", &host.host_id]))
         .map(|host| host.host_id.as_str())
+}
+
+/// `hosts` with what is reserved on each recounted for placing one gateway anew: what their
+/// figures hold of this gateway (`counted`, as far as the caller knows) taken out, and the
+/// replicas it keeps (`current`, each needing `demand`) put back. Heartbeats and a worker's
+/// record index lag the command being placed (a worker may handle a gateway's command before
+/// its index has seen it), so the gateway's own replicas are counted from the command itself;
+/// a figure that counted them anyway only makes the host look fuller, never emptier.
+pub fn recount_own(
+    hosts: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
+    demand: Resources,
+    current: &[String],
+) -> Vec<HostInfo> {
+    hosts
+        .iter()
+        .map(|host| {
+            let kept = current.iter().filter(|id| **id == host.host_id).count();
+            let others = host
+                .reserved
+                .minus(counted.get(&host.host_id).copied().unwrap_or_default());
+            HostInfo {
+                reserved: others.plus(demand.times(u64::try_from(kept).unwrap_or(u64::MAX))),
+                ..host.clone()
+            }
+        })
+        .collect()
 }
 
 /// True when `placement` needs deciding again: a replica is unplaced or on a host not live.
@@ -138,15 +303,159 @@ mod tests {
             containers,
             max_containers: max,
             engine_healthy: true,
+            capacity: None,
+            reserved: Resources::default(),
         }
     }
+
+    fn sized(id: &str, millicores: u64, mib: u64) -> HostInfo {
+        HostInfo {
+            capacity: Some(Resources { millicores, mib }),
+            ..host(id, 0, None)
+        }
+    }
+
+    const SMALL: Resources = Resources {
+        millicores: 100,
+        mib: 32,
+    };
 
     fn gw() -> GatewayKey {
         GatewayKey::new("ns", "gw")
     }
 
     fn place(replicas: u32, current: &[String], hosts: &[HostInfo]) -> Vec<String> {
-        super::place(&gw(), replicas, current, hosts)
+        super::place(&gw(), replicas, SMALL, current, hosts).hosts
+    }
+
+    fn place_sized(replicas: u32, demand: Resources, hosts: &[HostInfo]) -> Placement {
+        super::place(&gw(), replicas, demand, &[], hosts)
+    }
+
+    #[test]
+    fn a_gateways_own_replicas_count_even_before_the_figures_show_them() {
+        let demand = Resources {
+            millicores: 400,
+            mib: 100,
+        };
+        let current: Vec<String> = ["h1", "h2", "h1", "h2", ""].map(String::from).to_vec();
+        // The figures lag: nothing of this gateway in them yet, 100m of another on h1.
+        let mut lagging = [sized("h1", 1000, 256), sized("h2", 1000, 256)];
+        lagging[0].reserved = Resources {
+            millicores: 100,
+            mib: 0,
+        };
+        let hosts = recount_own(&lagging, &BTreeMap::new(), demand, &current);
+        assert_eq!(hosts[0].reserved.millicores, 900);
+        assert_eq!(hosts[1].reserved.millicores, 800);
+        let placed = super::place(&gw(), 5, demand, &current, &hosts);
+        assert_eq!(placed.hosts[4], "", "the fifth fits nowhere");
+        // Figures that count them already: taken out, then put back once.
+        let mut current_figures = lagging.clone();
+        current_figures[1].reserved = demand.times(2);
+        let counted = BTreeMap::from([("h2".to_string(), demand.times(2))]);
+        let hosts = recount_own(&current_figures, &counted, demand, &current);
+        assert_eq!(hosts[1].reserved, demand.times(2));
+    }
+
+    #[test]
+    fn a_replica_goes_only_where_its_millicores_and_mib_fit() {
+        let demand = Resources {
+            millicores: 500,
+            mib: 256,
+        };
+        // a has CPU but not memory, b has memory but not CPU, c has both.
+        let hosts = [
+            sized("a", 4000, 128),
+            sized("b", 200, 4096),
+            sized("c", 1000, 1024),
+        ];
+        let placed = place_sized(1, demand, &hosts);
+        assert_eq!(placed.hosts, vec!["c"]);
+        assert_eq!(placed.waiting, None);
+    }
+
+    #[test]
+    fn what_this_decision_placed_counts_against_the_free_room() {
+        let demand = Resources {
+            millicores: 500,
+            mib: 256,
+        };
+        // Room for two on a and one on b: the fourth replica waits.
+        let mut a = sized("a", 1500, 1024);
+        a.reserved = Resources {
+            millicores: 500,
+            mib: 0,
+        };
+        let hosts = [a, sized("b", 600, 300)];
+        let placed = place_sized(4, demand, &hosts);
+        let counts = counts(&placed.hosts);
+        assert_eq!(counts.get("a"), Some(&2), "{placed:?}");
+        assert_eq!(counts.get("b"), Some(&1), "{placed:?}");
+        assert_eq!(counts.get(""), Some(&1), "{placed:?}");
+        assert_eq!(
+            placed.waiting.as_deref(),
+            Some(
+                "no host has 500 millicores and 256 MiB free (most free: b with 100 millicores, 44 MiB)"
+            )
+        );
+    }
+
+    #[test]
+    fn spread_stays_the_first_rule_among_the_hosts_that_fit() {
+        let hosts = [
+            sized("a", 8000, 8192),
+            sized("b", 8000, 8192),
+            sized("c", 100, 32),
+        ];
+        let placed = place_sized(4, SMALL, &hosts);
+        let counts = counts(&placed.hosts);
+        assert_eq!(counts.len(), 3, "{placed:?}");
+        assert_eq!(counts.get("c"), Some(&1), "c fits one: {placed:?}");
+    }
+
+    #[test]
+    fn the_reason_names_the_host_with_most_free_and_what_is_missing() {
+        let demand = Resources {
+            millicores: 500,
+            mib: 256,
+        };
+        let hosts = [sized("h1", 200, 1024), sized("h2", 100, 4096)];
+        let placed = place_sized(1, demand, &hosts);
+        assert_eq!(placed.hosts, vec![""]);
+        assert_eq!(
+            placed.waiting.as_deref(),
+            Some(
+                "no host has 500 millicores and 256 MiB free (most free: h1 with 200 millicores, 1024 MiB)"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_capacity_refuses_nothing_and_other_waits_say_nothing_of_room() {
+        let big = Resources {
+            millicores: 1_000_000,
+            mib: 1_000_000,
+        };
+        let placed = place_sized(2, big, &[host("old", 0, None)]);
+        assert_eq!(placed.hosts, vec!["old", "old"]);
+        // No live host, or only full ones: not a matter of CPU or memory.
+        assert_eq!(place_sized(1, SMALL, &[]).waiting, None);
+        let full = HostInfo {
+            max_containers: Some(0),
+            ..sized("a", 1000, 1000)
+        };
+        assert_eq!(place_sized(1, SMALL, &[full]).waiting, None);
+    }
+
+    #[test]
+    fn heartbeats_of_older_workers_still_decode() {
+        let old =
+            r#"{"host_id":"a","advertise_host":"a.local","containers":1,"max_containers":null}"#;
+        let decoded: HostInfo = serde_json::from_str(old).expect("decodes");
+        assert_eq!(decoded.capacity, None);
+        assert_eq!(decoded.reserved, Resources::default());
+        assert!(decoded.engine_healthy);
     }
 
     fn counts(placement: &[String]) -> BTreeMap<String, usize> {
@@ -211,7 +520,7 @@ mod tests {
         let mut total: BTreeMap<String, usize> = BTreeMap::new();
         for i in 0..1000 {
             let gateway = GatewayKey::new("ns", format!("gw{i}"));
-            for host in super::place(&gateway, 3, &[], &hosts) {
+            for host in super::place(&gateway, 3, SMALL, &[], &hosts).hosts {
                 *total.entry(host).or_default() += 1;
             }
         }
@@ -263,7 +572,7 @@ mod tests {
         let mut total: BTreeMap<String, usize> = BTreeMap::new();
         for i in 0..400 {
             let gateway = GatewayKey::new("ns", format!("gw{i}"));
-            for host in super::place(&gateway, 3, &[], &hosts) {
+            for host in super::place(&gateway, 3, SMALL, &[], &hosts).hosts {
                 *total.entry(host).or_default() += 1;
             }
         }

@@ -258,7 +258,10 @@ impl GatewayRecord {
                 (None, None) if host_id.is_empty() => (
                     InstanceStatus::Pending,
                     String::new(),
-                    "waiting for a live host to place it on".to_string(),
+                    match self.intent.waiting() {
+                        "" => "waiting for a live host to place it on".to_string(),
+                        why => why.to_string(),
+                    },
                 ),
                 (None, None) => (InstanceStatus::Pending, String::new(), String::new()),
             };
@@ -643,6 +646,18 @@ mod tests {
                 .iter()
                 .all(|v| v.status == InstanceStatus::Pending && v.reason.contains("live host"))
         );
+    }
+
+    #[test]
+    fn unplaced_replicas_show_what_room_they_wait_for() {
+        let why = "no host has 500 millicores and 256 MiB free (most free: h1 with 200 millicores, 1024 MiB)";
+        let command = Command::create(spec(2, "img:1"), vec![])
+            .placed_waiting(vec!["h1".into(), String::new()], why.into());
+        let record = GatewayRecord::apply_command(None, 1, &command).expect("record");
+        let views = record.instances();
+        assert_eq!(views[0].reason, "");
+        assert_eq!(views[1].status, InstanceStatus::Pending);
+        assert_eq!(views[1].reason, why);
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub enum CommandKind {
     Create,
     /// Another spec (replicas, image, limits) or update policy.
     Update,
-    /// The same spec on other hosts (placed by a worker).
+    /// The same spec on other hosts, or the same hosts with another reason why unplaced
+    /// replicas wait (placed by a worker).
     Placement,
     /// A failed update rolled back to the previous spec.
     Rollback,
@@ -85,6 +86,7 @@ impl CommandKind {
             spec,
             placement,
             rollout,
+            waiting,
         } = command
         else {
             return Self::Delete;
@@ -93,6 +95,7 @@ impl CommandKind {
             spec: old_spec,
             placement: old_placement,
             rollout: old_rollout,
+            waiting: old_waiting,
         }) = previous
         else {
             return Self::Create;
@@ -103,7 +106,7 @@ impl CommandKind {
             Self::Pause
         } else if spec != old_spec || rollout.policy != old_rollout.policy {
             Self::Update
-        } else if placement != old_placement {
+        } else if placement != old_placement || waiting != old_waiting {
             Self::Placement
         } else {
             Self::Retry
@@ -454,5 +457,10 @@ mod tests {
         assert_eq!(CommandKind::of(Some(&scaled), &scaled), CommandKind::Retry);
         assert_eq!(CommandKind::of(Some(&scaled), &delete), CommandKind::Delete);
         assert_eq!(CommandKind::of(Some(&delete), &create), CommandKind::Create);
+        let waits = scaled.placed_waiting(vec!["h1".into()], "no host has room".into());
+        assert_eq!(
+            CommandKind::of(Some(&scaled), &waits),
+            CommandKind::Placement
+        );
     }
 }

@@ -12,7 +12,8 @@
 //!   compare-and-set fold, and the rebuild from both streams.
 //! - [`history`]: a gateway's commands and observations with their sequence and time, merged
 //!   oldest first (what `ListGatewayEvents` answers).
-//! - [`hosts`]: the `krane_hosts` bucket: heartbeats and the live hosts.
+//! - [`hosts`]: the `krane_hosts` bucket: heartbeats, the live hosts, and every host with when
+//!   it was last heard (what `ListHosts` answers).
 //! - [`retention`]: purging what is left of a fully deleted gateway, bounded by what the
 //!   decision read.
 //! - [`undecodable`]: skipping (and counting) stored values that do not decode.
@@ -36,6 +37,7 @@ pub mod watch;
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
 pub use history::{Asked, CommandKind, Happened, History, HistoryEntry};
+pub use hosts::HeardHost;
 pub use projection::StoredRecord;
 pub use retention::{Purge, Purged};
 pub use watch::BucketChange;

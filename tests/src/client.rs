@@ -9,8 +9,9 @@ use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient
 use krane_proto::krane::v1::{
     CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, FollowGatewayEventsResponse,
     GatewayRequest, GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest,
-    ListGatewayEventsResponse, ListGatewaysRequest, ListGatewaysResponse, UpdateGatewayRequest,
-    UpdateGatewayResponse, WatchGatewayRequest, WatchGatewayResponse,
+    ListGatewayEventsResponse, ListGatewaysRequest, ListGatewaysResponse, ListHostsRequest,
+    ListHostsResponse, UpdateGatewayRequest, UpdateGatewayResponse, WatchGatewayRequest,
+    WatchGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -260,6 +261,19 @@ impl TestClient {
                 .list_gateway_events(&request)
                 .await?
                 .into_inner()),
+        }
+    }
+
+    pub async fn hosts(&self) -> Result<ListHostsResponse, RpcError> {
+        let request = ListHostsRequest {};
+        match self.protocol {
+            Protocol::Grpc => Ok(self
+                .grpc()
+                .await
+                .list_hosts(self.grpc_request(request))
+                .await?
+                .into_inner()),
+            _ => Ok(self.connect().list_hosts(&request).await?.into_inner()),
         }
     }
 

@@ -1,13 +1,15 @@
 //! Tests that try to get in, on an API started with scoped credentials (`--auth-tokens-file`)
 //! over Connect JSON, Connect binary and gRPC: no token, a wrong token, a token of another
 //! namespace, a read-only token writing, a body naming a namespace the token does not cover, a
-//! disallowed image. Each is refused with its code (`unauthenticated`, `permission_denied`,
+//! disallowed image, a token of some namespaces listing the hosts (which needs every
+//! namespace). Each is refused with its code (`unauthenticated`, `permission_denied`,
 //! `invalid_argument`) and stores nothing. The credentials file is reloaded on SIGHUP by the
 //! `krane-api` binary without dropping open streams, and no token ever reaches its log.
 
 use krane_api::ApiOptions;
 use krane_core::images::ImagePolicy;
 use krane_core::names::GatewayKey;
+use krane_core::placement::{HostInfo, Resources};
 use krane_proto::krane::v1::gateway_event::What;
 use krane_tests::client::{
     INVALID_ARGUMENT, PERMISSION_DENIED, RpcError, TestClient, UNAUTHENTICATED, gateway_request,
@@ -225,6 +227,56 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
         3,
         "one gateway per protocol, nothing else: {records:?}"
     );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_grants_of_every_namespace_list_the_hosts() {
+    let namespace = unique_namespace("hostlist");
+    let krane = Krane::start_without_worker(&namespace).await;
+    let host = HostInfo {
+        host_id: format!("{namespace}-h1"),
+        advertise_host: "10.0.0.1".into(),
+        containers: 3,
+        max_containers: None,
+        engine_healthy: true,
+        capacity: Some(Resources {
+            millicores: 1000,
+            mib: 256,
+        }),
+        reserved: Resources {
+            millicores: 300,
+            mib: 192,
+        },
+    };
+    krane.store.heartbeat(&host).await.expect("a heartbeat");
+    let file = write_file(&namespace, "tokens.toml", &credentials(&namespace));
+    let (address, stop) = krane
+        .serve_api(ApiOptions {
+            auth_tokens_file: Some(file),
+            ..Default::default()
+        })
+        .await;
+    for protocol in Protocol::ALL {
+        let anonymous = TestClient::new(protocol, address);
+        assert_eq!(code(anonymous.hosts().await), UNAUTHENTICATED);
+        // The writer may change its own namespaces, yet the hosts serve every namespace.
+        let writer = TestClient::new(protocol, address).with_token(WRITER);
+        let denied = writer.hosts().await.expect_err("not every namespace");
+        assert_eq!(denied.code, PERMISSION_DENIED, "{denied:?}");
+        assert!(denied.message.contains("hosts"), "{denied:?}");
+        // Reading every namespace is enough.
+        let reader = TestClient::new(protocol, address).with_token(READER);
+        let listed = reader.hosts().await.expect("the reader lists the hosts");
+        assert_eq!(listed.hosts.len(), 1, "{listed:?}");
+        let shown = &listed.hosts[0];
+        assert_eq!(
+            (shown.host_id.as_str(), shown.live),
+            (host.host_id.as_str(), true)
+        );
+        let free = shown.free.expect("free capacity");
+        assert_eq!((free.cpu_millicores, free.memory_mib), (700, 64));
+    }
     stop.cancel();
 }
 

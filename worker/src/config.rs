@@ -27,6 +27,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "KRANE_MAX_CONTAINERS")]
     pub max_containers: Option<u32>,
 
+    /// CPU this host offers to replicas, in millicores; default: the engine's CPUs × 1000.
+    /// A replica is placed only where its `cpu_millicores` fit in what is not reserved.
+    #[arg(long, env = "KRANE_CPU_MILLICORES")]
+    pub cpu_millicores: Option<u64>,
+
+    /// Memory this host offers to replicas, in MiB; default: the engine's total memory.
+    #[arg(long, env = "KRANE_MEMORY_MIB")]
+    pub memory_mib: Option<u64>,
+
     /// A host whose heartbeat is older than this is lost and its replicas are placed
     /// elsewhere. Use the same value on every worker.
     #[arg(long, env = "KRANE_HOST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]

@@ -7,6 +7,10 @@
 //! second: the hosts the records name and the gateways with unplaced replicas, so that asking
 //! costs the hosts and the unplaced gateways, not every record.
 //!
+//! It also sums, per host, the limits of the replicas the records' commands place there (what
+//! krane reserved on each host): the heartbeat announces this host's, and placing counts them
+//! without waiting for the other hosts' heartbeats.
+//!
 //! The index serves scans only. Every write decision taken from it is still checked against
 //! the log (a placement is stored only if the gateway's latest command is the one the record
 //! shows; a reconcile reads the latest command itself), so a lagging index costs a retry,
@@ -14,6 +18,7 @@
 
 use futures::StreamExt;
 use krane_core::names::GatewayKey;
+use krane_core::placement::{HostInfo, Resources};
 use krane_core::record::GatewayRecord;
 use krane_store::{BucketChange, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +36,8 @@ struct Records {
     named: BTreeMap<String, usize>,
     /// The keys of the records whose latest command has unplaced replicas.
     unplaced: BTreeSet<String>,
+    /// The limits of the replicas placed on each host, summed.
+    reserved: BTreeMap<String, Resources>,
 }
 
 impl Records {
@@ -48,6 +55,10 @@ impl Records {
         if record.intent.has_unplaced() {
             self.unplaced.insert(key.clone());
         }
+        for (host, reserved) in reservations_of(&record) {
+            let total = self.reserved.entry(host.to_string()).or_default();
+            *total = total.plus(reserved);
+        }
         self.by_key.insert(key, record);
     }
 
@@ -64,7 +75,40 @@ impl Records {
             }
         }
         self.unplaced.remove(key);
+        for (host, reserved) in reservations_of(&record) {
+            if let Some(total) = self.reserved.get_mut(host) {
+                *total = total.minus(reserved);
+                if *total == Resources::default() {
+                    self.reserved.remove(host);
+                }
+            }
+        }
     }
+}
+
+/// What the index counts of `record` on each host (see [`reservations_of`]), owned.
+pub(crate) fn reserved_per_host(record: &GatewayRecord) -> BTreeMap<String, Resources> {
+    reservations_of(record)
+        .into_iter()
+        .map(|(host, reserved)| (host.to_string(), reserved))
+        .collect()
+}
+
+/// What a record's latest command reserves on each host: its spec's limits once per replica
+/// placed there (a Delete reserves nothing).
+fn reservations_of(record: &GatewayRecord) -> BTreeMap<&str, Resources> {
+    let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
+    let Some(spec) = record.intent.spec() else {
+        return reserved;
+    };
+    let each = Resources::of(spec);
+    for replica in 0..record.intent.wanted_replicas() {
+        if let Some(host) = record.intent.host_of(replica) {
+            let total = reserved.entry(host).or_default();
+            *total = total.plus(each);
+        }
+    }
+    reserved
 }
 
 /// The hosts a record names, each once: where its replicas are placed and where instances
@@ -127,6 +171,42 @@ impl RecordIndex {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// What the records' commands reserve on `host_id`.
+    pub fn reserved_on(&self, host_id: &str) -> Resources {
+        self.records
+            .read()
+            .ok()
+            .and_then(|records| records.reserved.get(host_id).copied())
+            .unwrap_or_default()
+    }
+
+    /// What the gateway's record reserves on each host, as this index holds it (empty when it
+    /// holds none): what [`with_reservations`](Self::with_reservations) counted of it.
+    pub fn reserved_by(&self, key: &GatewayKey) -> BTreeMap<String, Resources> {
+        let Ok(records) = self.records.read() else {
+            return BTreeMap::new();
+        };
+        records
+            .by_key
+            .get(&key.kv_key())
+            .map(|record| reserved_per_host(record))
+            .unwrap_or_default()
+    }
+
+    /// `hosts` with what is reserved on each counted from the records as well: the larger of
+    /// the two, per resource (a heartbeat lags the placements made since; the index may lag
+    /// or still be loading).
+    pub fn with_reservations(&self, mut hosts: Vec<HostInfo>) -> Vec<HostInfo> {
+        if let Ok(records) = self.records.read() {
+            for host in &mut hosts {
+                if let Some(reserved) = records.reserved.get(&host.host_id) {
+                    host.reserved = host.reserved.max(*reserved);
+                }
+            }
+        }
+        hosts
     }
 
     /// The gateway's record, while the index is current (`None` otherwise, or when it has
@@ -310,6 +390,48 @@ mod tests {
         records.remove("ns.b");
         records.remove("ns.b");
         assert!(records.named.is_empty() && records.by_key.is_empty());
+    }
+
+    #[test]
+    fn reservations_follow_every_put_and_removal() {
+        let mut records = Records::default();
+        let each = Resources {
+            millicores: 100,
+            mib: 32,
+        };
+        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h1", "h2"])));
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])));
+        assert_eq!(records.reserved["h1"], each.times(2));
+        assert_eq!(records.reserved["h2"], each.times(2));
+        // a scales to one replica on h2; b is deleted.
+        records.put("ns.a".into(), Arc::new(placed("a", &["h2"])));
+        records.remove("ns.b");
+        assert_eq!(records.reserved.get("h1"), None);
+        assert_eq!(records.reserved["h2"], each);
+        let index = RecordIndex::default();
+        index.replace_all(records);
+        assert_eq!(index.reserved_on("h2"), each);
+        let heartbeat = HostInfo {
+            host_id: "h2".into(),
+            advertise_host: String::new(),
+            containers: 0,
+            max_containers: None,
+            engine_healthy: true,
+            capacity: None,
+            reserved: Resources {
+                millicores: 0,
+                mib: 64,
+            },
+        };
+        let counted = index.with_reservations(vec![heartbeat]);
+        assert_eq!(
+            counted[0].reserved,
+            Resources {
+                millicores: 100,
+                mib: 64
+            },
+            "the larger of heartbeat and index, per resource"
+        );
     }
 
     #[tokio::test]

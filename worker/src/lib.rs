@@ -90,11 +90,16 @@ pub async fn run(
             stop.clone(),
         )),
         tokio::spawn(hosts::heartbeat::run(
-            worker.store.clone(),
-            worker.runtime.clone(),
-            worker.host.clone(),
-            config.max_containers,
-            config.host_timeout / 3,
+            hosts::heartbeat::Heartbeat {
+                store: worker.store.clone(),
+                runtime: worker.runtime.clone(),
+                records: worker.records.clone(),
+                host: worker.host.clone(),
+                max_containers: config.max_containers,
+                cpu_millicores: config.cpu_millicores,
+                memory_mib: config.memory_mib,
+                interval: config.host_timeout / 3,
+            },
             stop.clone(),
         )),
         tokio::spawn(hosts::scheduler::run(

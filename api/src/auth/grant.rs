@@ -2,6 +2,10 @@
 //! it, never by its token) and scopes it to namespaces (exact names or globs) with read-only or
 //! read-write access. Handlers ask the [`Caller`] of each call before doing anything; a call
 //! outside its scope is `permission_denied` and stores nothing.
+//!
+//! What belongs to no namespace (the hosts, `ListHosts`) is shared by every namespace and
+//! tells of the others' load: only a grant covering every namespace (a `*` pattern; read-only
+//! is enough) may read it.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -70,6 +74,14 @@ impl Namespaces {
     pub fn contains(&self, namespace: &str) -> bool {
         self.set.is_match(namespace)
     }
+
+    /// True when one pattern is `*` (or `**`): every namespace, present and future. Globs that
+    /// happen to match every name in use do not count.
+    pub fn covers_all(&self) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| pattern == "*" || pattern == "**")
+    }
 }
 
 /// Who a caller is and what it may do.
@@ -113,6 +125,20 @@ impl Grant {
         }
         Ok(())
     }
+
+    /// `Ok` when this grant may read what belongs to no namespace (the hosts): it must cover
+    /// every namespace; else why not, for the caller.
+    pub fn allows_cluster_read(&self) -> Result<(), String> {
+        if self.namespaces.covers_all() {
+            return Ok(());
+        }
+        Err(format!(
+            "{:?} may not read the hosts: that needs a grant of every namespace (\"*\"), and it \
+             may use only: {}",
+            self.name,
+            self.namespaces.patterns.join(", ")
+        ))
+    }
 }
 
 /// The caller of a call, as authentication found it (an extension on every request; the
@@ -131,6 +157,16 @@ impl Caller {
     pub fn may(&self, operation: Operation, namespace: &str) -> Result<(), Denied> {
         self.0.allows(operation, namespace).map_err(|reason| {
             info!(caller = %self.0.name, namespace, %reason, "call refused: permission denied");
+            Denied(reason)
+        })
+    }
+}
+
+impl Caller {
+    /// Refused (logged) unless the caller may read what belongs to no namespace: the hosts.
+    pub fn may_read_cluster(&self) -> Result<(), Denied> {
+        self.0.allows_cluster_read().map_err(|reason| {
+            info!(caller = %self.0.name, %reason, "call refused: permission denied");
             Denied(reason)
         })
     }
@@ -203,6 +239,24 @@ mod tests {
         let grant = Grant::everything("admin");
         assert_eq!(grant.allows(Operation::Write, "a"), Ok(()));
         assert_eq!(grant.allows(Operation::Read, "b.c_d-e"), Ok(()));
+    }
+
+    #[test]
+    fn only_grants_of_every_namespace_read_the_hosts() {
+        assert_eq!(
+            grant(&["*"], Access::ReadOnly).allows_cluster_read(),
+            Ok(())
+        );
+        assert_eq!(Grant::everything("admin").allows_cluster_read(), Ok(()));
+        for patterns in [&["prod-*"][..], &["a", "b"], &["?*"]] {
+            let refused = grant(patterns, Access::ReadWrite)
+                .allows_cluster_read()
+                .expect_err("not every namespace");
+            assert!(
+                refused.contains("hosts") && refused.contains(patterns[0]),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Heartbeat: announces this host in the hosts bucket every `interval` — its advertise
-//! address, how many krane containers it runs and its capacity. The entry expires after the
+//! address, how many krane containers it runs, the most it accepts, its CPUs and memory (the
+//! engine's, unless the flags say otherwise) and what krane reserved there (the limits of the
+//! replicas placed on it, from the record index). The entry expires after the
 //! host timeout; a host whose entry expired is lost and its replicas are placed elsewhere.
 //! On shutdown the entry is left to expire, so a quick restart moves nothing.
 //!
@@ -8,24 +10,52 @@
 //! new ones), instead of silently going quiet and being judged lost.
 
 use super::HostIdentity;
+use crate::index::RecordIndex;
 use crate::runtime::ContainerRuntime;
-use krane_core::placement::HostInfo;
+use krane_core::placement::{HostInfo, Resources};
 use krane_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub async fn run(
-    store: Store,
-    runtime: Arc<dyn ContainerRuntime>,
-    host: HostIdentity,
-    max_containers: Option<u32>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
+/// What the heartbeat announces besides what it counts, and how often.
+pub struct Heartbeat {
+    pub store: Store,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub records: RecordIndex,
+    pub host: HostIdentity,
+    /// `--max-containers`.
+    pub max_containers: Option<u32>,
+    /// `--cpu-millicores`, `--memory-mib`: each replaces the engine's figure.
+    pub cpu_millicores: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub interval: Duration,
+}
+
+pub async fn run(heartbeat: Heartbeat, stop: CancellationToken) {
+    let Heartbeat {
+        store,
+        runtime,
+        records,
+        host,
+        max_containers,
+        cpu_millicores,
+        memory_mib,
+        interval,
+    } = heartbeat;
     let mut containers = 0;
+    // The engine's machine does not change while the worker runs: asked until it answers.
+    let mut engine_capacity: Option<Resources> = None;
     loop {
+        if engine_capacity.is_none() && (cpu_millicores.is_none() || memory_mib.is_none()) {
+            match tokio::time::timeout(interval, runtime.capacity()).await {
+                Ok(Ok(capacity)) => engine_capacity = Some(capacity),
+                Ok(Err(error)) => warn!(%error, "the engine's CPUs and memory are unknown yet"),
+                Err(_) => warn!("the engine did not say its CPUs and memory in time"),
+            }
+        }
+        let capacity = announced_capacity(engine_capacity, cpu_millicores, memory_mib);
         let counted = tokio::time::timeout(interval, runtime.list_owned(&host.host_id)).await;
         let engine_healthy = match counted {
             Ok(Ok(owned)) => {
@@ -49,6 +79,8 @@ pub async fn run(
             containers,
             max_containers,
             engine_healthy,
+            capacity,
+            reserved: records.reserved_on(&host.host_id),
         };
         if let Err(error) = store.heartbeat(&info).await {
             warn!(%error, "heartbeat not sent");
@@ -57,5 +89,47 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+/// The capacity announced: each flag replaces the engine's figure; unknown (no limit) while
+/// neither the flag nor the engine said.
+fn announced_capacity(
+    engine: Option<Resources>,
+    cpu_millicores: Option<u64>,
+    memory_mib: Option<u64>,
+) -> Option<Resources> {
+    Some(Resources {
+        millicores: cpu_millicores.or(engine.map(|engine| engine.millicores))?,
+        mib: memory_mib.or(engine.map(|engine| engine.mib))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_replace_the_engines_figures_one_by_one() {
+        let engine = Some(Resources {
+            millicores: 8000,
+            mib: 16384,
+        });
+        assert_eq!(announced_capacity(engine, None, None), engine);
+        assert_eq!(
+            announced_capacity(engine, Some(500), None),
+            Some(Resources {
+                millicores: 500,
+                mib: 16384
+            })
+        );
+        assert_eq!(
+            announced_capacity(None, Some(500), Some(256)),
+            Some(Resources {
+                millicores: 500,
+                mib: 256
+            })
+        );
+        assert_eq!(announced_capacity(None, Some(500), None), None);
     }
 }

@@ -8,9 +8,9 @@
 
 use crate::hosts::HostIdentity;
 use krane_core::command::Command;
-use krane_core::placement::{self, HostInfo};
+use krane_core::placement::{self, HostInfo, Resources};
 use krane_store::{Latest, Result, Store, StoredRecord};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::info;
 
 /// The hosts replicas may stay on or go to: the live ones, plus every host the intent names
@@ -36,6 +36,8 @@ fn keeping_all_but_lost(
                 containers: 0,
                 max_containers: None,
                 engine_healthy: true,
+                capacity: None,
+                reserved: Resources::default(),
             });
         }
     }
@@ -52,6 +54,8 @@ pub fn live_with_self(me: &HostIdentity, mut hosts: Vec<HostInfo>) -> Vec<HostIn
             containers: 0,
             max_containers: None,
             engine_healthy: true,
+            capacity: None,
+            reserved: Resources::default(),
         });
     }
     hosts
@@ -73,11 +77,13 @@ const PLACING_ATTEMPTS: usize = 3;
 /// Places the replicas of the latest command that need a host, publishing the new placement
 /// only if nobody published a newer command meanwhile. When someone did, the newer command is
 /// read and placed in turn, at once. Returns the command now in force, and the record if
-/// placing folded it in.
+/// placing folded it in. `counted`: what the reserved figures of `live` hold of this gateway
+/// (`RecordIndex::reserved_by`); its own replicas are counted from the command instead.
 pub async fn place_if_needed(
     store: &Store,
     mut latest: Latest,
     live: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
     scope: Scope<'_>,
     author: &str,
 ) -> Result<Placed> {
@@ -88,7 +94,7 @@ pub async fn place_if_needed(
     };
     for _ in 0..PLACING_ATTEMPTS {
         let hosts = keeping_all_but_lost(live.to_vec(), &latest.command, lost);
-        let Some(command) = placed(&latest.command, &hosts) else {
+        let Some(command) = placed(&latest.command, &hosts, counted) else {
             return Ok(Placed::as_is(latest));
         };
         match store
@@ -115,17 +121,30 @@ pub async fn place_if_needed(
     Ok(Placed::as_is(latest))
 }
 
-/// `intent` with its replicas that need a host placed on `live` hosts; `None` when nothing
-/// changes.
-fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
-    intent.spec()?;
+/// `intent` with its replicas that need a host placed on `live` hosts (where their limits
+/// fit, the replicas it keeps counted from `intent`, not from `counted`), and why those left
+/// unplaced wait; `None` when neither changes.
+fn placed(
+    intent: &Command,
+    live: &[HostInfo],
+    counted: &BTreeMap<String, Resources>,
+) -> Option<Command> {
+    let spec = intent.spec()?;
     // The extra replica of an update that surges is placed like any other.
     let wanted = intent.wanted_replicas();
     if !placement::needs_placing(wanted, intent.placement(), live) {
         return None;
     }
-    let placed = placement::place(&intent.key(), wanted, intent.placement(), live);
-    (placed.as_slice() != intent.placement()).then(|| intent.with_placement(placed))
+    let demand = Resources::of(spec);
+    let kept = intent
+        .placement()
+        .get(..usize::try_from(wanted).unwrap_or(usize::MAX))
+        .unwrap_or(intent.placement());
+    let hosts = placement::recount_own(live, counted, demand, kept);
+    let placed = placement::place(&intent.key(), wanted, demand, intent.placement(), &hosts);
+    let waiting = placed.waiting.unwrap_or_default();
+    (placed.hosts.as_slice() != intent.placement() || waiting != intent.waiting())
+        .then(|| intent.placed_waiting(placed.hosts, waiting))
 }
 
 /// The command in force after [`place_if_needed`].
@@ -166,6 +185,11 @@ mod tests {
         }
     }
 
+    /// Placing with figures that hold nothing of the gateway.
+    fn placed(intent: &Command, live: &[HostInfo]) -> Option<Command> {
+        super::placed(intent, live, &BTreeMap::new())
+    }
+
     fn host(id: &str) -> HostInfo {
         HostInfo {
             host_id: id.into(),
@@ -173,6 +197,8 @@ mod tests {
             containers: 0,
             max_containers: None,
             engine_healthy: true,
+            capacity: None,
+            reserved: Resources::default(),
         }
     }
 
@@ -231,6 +257,36 @@ mod tests {
         assert!(["h1", "h2"].contains(&moved.placement()[2].as_str()));
     }
 
+    #[test]
+    fn a_replica_that_fits_nowhere_waits_with_what_is_missing_said_once() {
+        let intent = Command::create(spec(2), Vec::new());
+        let small = HostInfo {
+            capacity: Some(Resources {
+                millicores: 150,
+                mib: 1024,
+            }),
+            ..host("h1")
+        };
+        let placed = placed(&intent, std::slice::from_ref(&small)).expect("one placed");
+        assert_eq!(placed.placement(), ["h1", ""]);
+        assert_eq!(
+            placed.waiting(),
+            "no host has 100 millicores and 32 MiB free (most free: h1 with 50 millicores, 992 MiB)"
+        );
+        // Nothing new to say: nothing to store, whether or not the figures count replica 0.
+        let one = Resources {
+            millicores: 100,
+            mib: 32,
+        };
+        let reserved = HostInfo {
+            reserved: one,
+            ..small.clone()
+        };
+        let counted = BTreeMap::from([("h1".to_string(), one)]);
+        assert_eq!(super::placed(&placed, &[reserved], &counted), None);
+        assert_eq!(super::placed(&placed, &[small], &BTreeMap::new()), None);
+    }
+
     #[tokio::test]
     async fn losing_the_placement_race_places_the_newer_command_at_once() {
         let nats = NatsServer::start().await;
@@ -252,9 +308,16 @@ mod tests {
         // A newer caller command lands between our read and our conditional write.
         let newer = Command::create(spec(3), Vec::new());
         store.publish_command(&newer, 2).await.expect("stored");
-        let placed = place_if_needed(&store, seen, &[host("h1")], Scope::Unplaced, "test")
-            .await
-            .expect("placed");
+        let placed = place_if_needed(
+            &store,
+            seen,
+            &[host("h1")],
+            &BTreeMap::new(),
+            Scope::Unplaced,
+            "test",
+        )
+        .await
+        .expect("placed");
         assert_eq!(placed.command.spec(), newer.spec());
         assert_eq!(placed.command.placement(), ["h1", "h1", "h1"]);
         let latest = store

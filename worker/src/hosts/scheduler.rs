@@ -83,7 +83,8 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
         // This worker is alive, whatever its last heartbeat says.
         liveness.heard([(me.host_id.as_str(), now)]);
         liveness.learn(records.named_hosts().iter().map(String::as_str), now);
-        let live = live_with_self(&me, hosts.snapshot());
+        // What is reserved counts the placements the heartbeats do not show yet.
+        let live = records.with_reservations(live_with_self(&me, hosts.snapshot()));
         let ids: BTreeSet<String> = live.iter().map(|host| host.host_id.clone()).collect();
         let judgement = liveness.judge(now, reading_well_for);
         if judgement != last_judgement {
@@ -280,7 +281,17 @@ async fn schedule(
         command: record.intent.clone(),
         last_seq: record.intent_seq,
     };
-    place_if_needed(store, latest, live, Scope::OffLostHosts(lost), author).await?;
+    // The record is the index's: what the live hosts' reserved figures hold of this gateway.
+    let counted = crate::index::reserved_per_host(record);
+    place_if_needed(
+        store,
+        latest,
+        live,
+        &counted,
+        Scope::OffLostHosts(lost),
+        author,
+    )
+    .await?;
     Ok(())
 }
 

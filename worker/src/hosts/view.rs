@@ -202,6 +202,8 @@ mod tests {
             containers: 0,
             max_containers: None,
             engine_healthy: true,
+            capacity: None,
+            reserved: Default::default(),
         }
     }
 

@@ -29,11 +29,15 @@ impl Reconciler {
         match worker.store.latest_command(key).await? {
             Some(latest) => {
                 // The view follows the heartbeats as they are written: placing reads memory.
-                let live = live_with_self(&worker.host, worker.hosts.snapshot());
+                let live = worker
+                    .records
+                    .with_reservations(live_with_self(&worker.host, worker.hosts.snapshot()));
+                let counted = worker.records.reserved_by(key);
                 let placed = place_if_needed(
                     &worker.store,
                     latest,
                     &live,
+                    &counted,
                     Scope::Unplaced,
                     &worker.host.author(),
                 )

@@ -27,6 +27,7 @@ use bollard::query_parameters::{
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use krane_core::names::{self, GatewayKey};
+use krane_core::placement::Resources;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -335,6 +336,20 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map(|_| ())
             .map_err(|error| RuntimeError::Unavailable(describe(&error)))
+    }
+
+    async fn capacity(&self) -> Result<Resources, RuntimeError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|error| RuntimeError::Unavailable(describe(&error)))?;
+        let cpus = u64::try_from(info.ncpu.unwrap_or(0)).unwrap_or(0);
+        let bytes = u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0);
+        Ok(Resources {
+            millicores: cpus.saturating_mul(1000),
+            mib: bytes / (1 << 20),
+        })
     }
 
     async fn ensure_image(

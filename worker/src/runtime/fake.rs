@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
+use krane_core::placement::Resources;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -172,6 +173,16 @@ fn observed(
 impl ContainerRuntime for FakeRuntime {
     async fn ping(&self) -> Result<(), RuntimeError> {
         self.with_state(|_| Ok(()))
+    }
+
+    /// A machine large enough for any test: 64 CPUs, 256 GiB.
+    async fn capacity(&self) -> Result<Resources, RuntimeError> {
+        self.with_state(|_| {
+            Ok(Resources {
+                millicores: 64_000,
+                mib: 256 * 1024,
+            })
+        })
     }
 
     async fn ensure_image(

@@ -12,6 +12,7 @@ use super::{
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use krane_core::names::GatewayKey;
+use krane_core::placement::Resources;
 use std::time::Instant;
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
@@ -54,6 +55,10 @@ async fn timed<T>(
 impl<R: ContainerRuntime> ContainerRuntime for Instrumented<R> {
     async fn ping(&self) -> Result<(), RuntimeError> {
         timed("ping", self.inner.ping()).await
+    }
+
+    async fn capacity(&self) -> Result<Resources, RuntimeError> {
+        timed("capacity", self.inner.capacity()).await
     }
 
     async fn ensure_image(

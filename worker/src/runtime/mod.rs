@@ -18,6 +18,7 @@ pub mod readiness;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use krane_core::names::{self, GatewayKey};
+use krane_core::placement::Resources;
 use krane_core::spec::GatewaySpec;
 use std::collections::BTreeMap;
 
@@ -157,6 +158,8 @@ impl RuntimeError {
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Checks that the engine answers at all (tells an engine outage from a failing gateway).
     async fn ping(&self) -> Result<(), RuntimeError>;
+    /// The CPUs (as millicores) and memory (MiB) of the engine's machine.
+    async fn capacity(&self) -> Result<Resources, RuntimeError>;
     /// Makes sure `image` is present, pulling it if missing; while it pulls, `progress` is told
     /// how far it got.
     async fn ensure_image(
