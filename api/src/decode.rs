@@ -26,8 +26,9 @@ use bytes::{Bytes, BytesMut};
 use connectrpc_axum::{ConnectError, RequestProtocol};
 use futures::StreamExt;
 use krane_proto::krane::v1::{
-    CreateGatewayRequest, DeleteGatewayRequest, GetGatewayRequest, ListGatewayEventsRequest,
-    ListGatewaysRequest, ListHostsRequest, UpdateGatewayRequest, WatchGatewayRequest,
+    CreateGatewayRequest, DeleteGatewayRequest, ExportLogRequest, GetGatewayRequest,
+    ListGatewayEventsRequest, ListGatewaysRequest, ListHostsRequest, UpdateGatewayRequest,
+    WatchGatewayRequest,
 };
 use prost::Message;
 use serde::de::DeserializeOwned;
@@ -81,6 +82,7 @@ enum Rpc {
     Watch,
     Events,
     Hosts,
+    Export,
 }
 
 impl Rpc {
@@ -94,6 +96,7 @@ impl Rpc {
             "WatchGateway" => Some(Self::Watch),
             "ListGatewayEvents" | "FollowGatewayEvents" => Some(Self::Events),
             "ListHosts" => Some(Self::Hosts),
+            "ExportLog" => Some(Self::Export),
             _ => None,
         }
     }
@@ -122,6 +125,7 @@ impl Rpc {
                 "krane.v1.ListGatewayEventsRequest",
             ),
             Self::Hosts => check::<ListHostsRequest>(encoding, body, "krane.v1.ListHostsRequest"),
+            Self::Export => check::<ExportLogRequest>(encoding, body, "krane.v1.ExportLogRequest"),
         }
     }
 }

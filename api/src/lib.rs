@@ -4,7 +4,7 @@
 //! - [`gateways`]: the GatewayService handlers; [`watch`]: the WatchGateway stream;
 //!   [`history`]: ListGatewayEvents and FollowGatewayEvents, a gateway's commands and
 //!   observations; [`hosts`]: ListHosts, each host's heartbeat with its capacity, reservations
-//!   and what is free.
+//!   and what is free; [`export`]: ExportLog, the log of a namespace for `krane log export`.
 //! - [`health`]: gRPC health, following the NATS connection.
 //! - [`connect_reflection`]: server reflection over the Connect protocol as well.
 //! - [`convert`]: wire messages to and from the model (`krane.v1` ↔ `krane_core`).
@@ -26,6 +26,7 @@ pub mod connect_reflection;
 pub mod convert;
 pub mod decode;
 pub mod errors;
+pub mod export;
 pub mod gateways;
 pub mod health;
 pub mod history;
@@ -105,6 +106,7 @@ pub async fn serve(
         .list_gateway_events(history::list_gateway_events)
         .follow_gateway_events(history::follow_gateway_events)
         .list_hosts(hosts::list_hosts)
+        .export_log(export::export_log)
         .with_state(gateways::ApiState {
             images: Arc::new(options.allowed_images.clone()),
             store: store.clone(),

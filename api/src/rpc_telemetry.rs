@@ -37,6 +37,7 @@ const METHODS: &[&str] = &[
     "ListGatewayEvents",
     "FollowGatewayEvents",
     "ListHosts",
+    "ExportLog",
 ];
 
 /// Connect code names, indexed by their gRPC status number.

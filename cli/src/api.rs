@@ -6,8 +6,8 @@ use anyhow::Context;
 use futures::{Stream, StreamExt};
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient;
 use krane_proto::krane::v1::{
-    FollowGatewayEventsResponse, GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest,
-    WatchGatewayRequest, WatchGatewayResponse,
+    ExportLogRequest, FollowGatewayEventsResponse, GetGatewayRequest, GetGatewayResponse,
+    ListGatewayEventsRequest, LogEntry, WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::time::Duration;
 
@@ -57,6 +57,21 @@ impl Api {
             .map_err(|error| call_error("FollowGatewayEvents", error))?
             .into_inner();
         Ok(entries.map(|entry| entry.map_err(|error| call_error("FollowGatewayEvents", error))))
+    }
+
+    /// ExportLog: the stored log of a namespace (or of all), oldest first; the stream ends
+    /// after the last entry.
+    pub async fn export_log(
+        &self,
+        request: &ExportLogRequest,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<LogEntry>>> {
+        let entries = self
+            .streaming
+            .export_log(request)
+            .await
+            .map_err(|error| call_error("ExportLog", error))?
+            .into_inner();
+        Ok(entries.map(|entry| entry.map_err(|error| call_error("ExportLog", error))))
     }
 
     /// GetGateway; `Ok(None)` when the gateway does not exist.

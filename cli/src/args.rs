@@ -1,5 +1,5 @@
 //! The command line: `krane gateway <create|get|list|delete|watch|scale|history> …` and
-//! `krane host list`.
+//! `krane host list` and `krane log <export|replay>`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -65,6 +65,72 @@ pub enum Command {
     /// Hosts: the Docker hosts the workers announce.
     #[command(subcommand)]
     Host(HostCommand),
+    /// The log: export what a stack stored, replay recorded commands into another.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Write the stored commands and observations of a namespace (or of all) as JSON Lines, one
+    /// krane.v1.LogEntry a line (format version 1), oldest first.
+    Export(ExportArgs),
+    /// Re-issue a file's recorded commands (create, update, retry, delete; never what workers
+    /// decided, never observations) against --api in order, keeping their relative timing; then
+    /// wait for the stack to settle and compare each gateway with the file's last observed state
+    /// per replica. Exit code 0 when they match, 1 when not (each difference printed).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The namespace to export.
+    #[arg(long, short = 'n', required_unless_present = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Export every namespace (needs a grant of every namespace).
+    #[arg(long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Only entries stored at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only commands from this sequence of the commands stream on (and observations from then).
+    #[arg(long)]
+    pub since_sequence: Option<u64>,
+    /// Write here instead of to standard output.
+    #[arg(long, short = 'o')]
+    pub file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A file written by `krane log export` (or by hand in the same format).
+    pub file: std::path::PathBuf,
+    /// Replay N times faster than recorded (0.5: half as fast), or `max`: each command as soon
+    /// as the one before is accepted.
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
+    pub speed: Speed,
+    /// Longest wait for the stack to settle after the last command.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
+}
+
+/// How fast a replay goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// The recorded gaps divided by this factor.
+    Times(f64),
+    /// No gaps.
+    Max,
+}
+
+fn parse_speed(text: &str) -> Result<Speed, String> {
+    if text == "max" {
+        return Ok(Speed::Max);
+    }
+    match text.parse::<f64>() {
+        Ok(factor) if factor.is_finite() && factor > 0.0 => Ok(Speed::Times(factor)),
+        _ => Err(format!("{text:?} is neither a positive number nor `max`")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

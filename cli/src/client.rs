@@ -1,9 +1,11 @@
 //! Runs one CLI command against the API with the generated Connect client.
 
 use crate::api::{Api, call_error};
-use crate::args::{Cli, Command, CreateArgs, GatewayCommand, HostCommand, Target, Wait};
+use crate::args::{
+    Cli, Command, CreateArgs, GatewayCommand, HostCommand, LogCommand, Target, Wait,
+};
 use crate::progress::{self, Goal};
-use crate::{history, hosts};
+use crate::{history, hosts, log};
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, ListGatewaysRequest,
     UpdateGatewayRequest,
@@ -15,6 +17,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = match cli.command {
         Command::Gateway(command) => command,
         Command::Host(HostCommand::List) => return hosts::list(&api).await,
+        Command::Log(LogCommand::Export(args)) => return log::export::run(&api, &args).await,
+        Command::Log(LogCommand::Replay(args)) => return log::replay::run(&api, &args).await,
     };
     match command {
         GatewayCommand::Create(args) => create(&api, args).await,

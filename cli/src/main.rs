@@ -8,6 +8,8 @@
 //! - `client`: runs one command.
 //! - `history`: a gateway's commands and observations as a table.
 //! - `hosts`: the hosts with their free CPU and memory as a table.
+//! - `log`: `krane log export` and `krane log replay` (recorded commands into a fresh stack,
+//!   its outcome compared with the recording).
 //! - `progress`: follows a gateway to its goal with a live per-replica display.
 
 mod api;
@@ -15,6 +17,7 @@ mod args;
 mod client;
 mod history;
 mod hosts;
+mod log;
 mod progress;
 
 use clap::Parser;

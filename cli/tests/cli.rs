@@ -487,3 +487,122 @@ async fn host_list_shows_each_hosts_free_cpu_and_memory() {
         "{json}"
     );
 }
+
+/// Runs `krane` against `api` and answers its exit code and standard output.
+async fn krane_code(api: &Krane, args: &[&str]) -> (Option<i32>, String) {
+    let done = krane(api, args).await;
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+    let out = stdout(&done);
+    eprintln!("krane {args:?}: {:?}\n{out}{stderr}", done.status.code());
+    (done.status.code(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_log_replays_into_fresh_stacks_with_the_same_outcome() {
+    let namespace = unique_namespace("cli-replay");
+    let ns = ["--namespace", namespace.as_str()];
+    let (recorded, _runtime) = started(&namespace).await;
+    let steps: [(&[&str], i32); 6] = [
+        (
+            &[
+                "gateway",
+                "create",
+                "edge",
+                "--image",
+                IMAGE,
+                "--replicas",
+                "2",
+            ],
+            0,
+        ),
+        (&["gateway", "create", "side", "--image", IMAGE], 0),
+        (&["gateway", "scale", "edge", "--replicas", "3"], 0),
+        (&["gateway", "create", "doomed", "--image", IMAGE], 0),
+        (&["gateway", "delete", "doomed"], 0),
+        (&["gateway", "create", "broken", "--image", "broken:1"], 1),
+    ];
+    for (step, code) in steps {
+        let (exit, _) = krane_code(&recorded, &[step, &ns].concat()).await;
+        assert_eq!(exit, Some(code), "{step:?}");
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("recorded.jsonl");
+    let path = file.to_str().expect("a UTF-8 path");
+    let (exit, _) = krane_code(
+        &recorded,
+        &[&["log", "export", "-o", path][..], &ns].concat(),
+    )
+    .await;
+    assert_eq!(exit, Some(0));
+    let text = std::fs::read_to_string(&file).expect("the export");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON entry a line"))
+        .collect();
+    assert!(lines.iter().all(|line| line["version"] == 1), "{text}");
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["event"]["command"]["kind"].as_str())
+        .filter(|kind| *kind != "placement")
+        .collect();
+    assert_eq!(
+        kinds,
+        ["create", "create", "update", "create", "delete", "create"],
+        "{text}"
+    );
+
+    // Two fresh stacks, the same outcome as recorded.
+    for _ in 0..2 {
+        let (fresh, _runtime) = started(&namespace).await;
+        let (exit, out) = krane_code(
+            &fresh,
+            &[
+                "log",
+                "replay",
+                path,
+                "--speed",
+                "max",
+                "--settle-timeout",
+                "30s",
+            ],
+        )
+        .await;
+        assert_eq!(exit, Some(0), "{out}");
+        assert!(
+            out.contains("matches the recorded outcome: 4 gateways"),
+            "{out}"
+        );
+        let (_, listed) = krane_code(&fresh, &[&["gateway", "list"][..], &ns].concat()).await;
+        assert!(!listed.contains("doomed"), "{listed}");
+    }
+
+    // A recording whose outcome the stack does not reach: each difference printed, exit 1.
+    let mut tampered = text.clone();
+    tampered.push_str(&format!(
+        "{{\"version\":1,\"namespace\":\"{namespace}\",\"gatewayId\":\"edge\",\"event\":{{\"time\":\"2099-01-01T00:00:00Z\",\"stream\":\"KRANE_EVENTS\",\"observation\":{{\"replica\":0,\"state\":\"failed\"}}}}}}\n"
+    ));
+    let other = dir.path().join("tampered.jsonl");
+    std::fs::write(&other, tampered).expect("write");
+    let (fresh, _runtime) = started(&namespace).await;
+    let other = other.to_str().expect("a UTF-8 path");
+    let (exit, out) = krane_code(
+        &fresh,
+        &[
+            "log",
+            "replay",
+            other,
+            "--speed",
+            "max",
+            "--settle-timeout",
+            "5s",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{namespace}/edge: states: expected 1 failed, 2 running"
+        )),
+        "{out}"
+    );
+}

@@ -108,6 +108,30 @@ impl fmt::Display for GatewayKey {
     }
 }
 
+/// Subject filters matching the commands and the events of every gateway of `namespace`
+/// (`None`: of every namespace).
+pub fn namespace_filters(namespace: Option<&str>) -> (String, String) {
+    let scope = namespace.map_or_else(|| ">".to_string(), |ns| format!("{}.>", subject_token(ns)));
+    (
+        format!("{COMMANDS_SUBJECT_PREFIX}.{scope}"),
+        format!("{EVENTS_SUBJECT_PREFIX}.{scope}"),
+    )
+}
+
+/// The gateway a command or event subject belongs to (`None`: not a gateway's subject).
+pub fn key_of_subject(subject: &str) -> Option<GatewayKey> {
+    let rest = subject
+        .strip_prefix(COMMANDS_SUBJECT_PREFIX)
+        .or_else(|| subject.strip_prefix(EVENTS_SUBJECT_PREFIX))?
+        .strip_prefix('.')?;
+    let mut tokens = rest.split('.');
+    let (namespace, gateway_id) = (tokens.next()?, tokens.next()?);
+    Some(GatewayKey::new(
+        from_subject_token(namespace),
+        from_subject_token(gateway_id),
+    ))
+}
+
 fn subject_token(id: &str) -> String {
     id.replace('.', "=")
 }
@@ -153,6 +177,26 @@ pub fn short_hash(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_name_their_gateway_and_filters_their_namespace() {
+        let key = GatewayKey::new("a.b", "c.d");
+        assert_eq!(key_of_subject(&key.command_subject()), Some(key.clone()));
+        assert_eq!(key_of_subject(&key.event_subject(2, "h1")), Some(key));
+        assert_eq!(key_of_subject("krane.commands"), None);
+        assert_eq!(key_of_subject("other.a.b"), None);
+        assert_eq!(
+            namespace_filters(Some("a.b")),
+            (
+                "krane.commands.a=b.>".to_string(),
+                "krane.events.a=b.>".to_string()
+            )
+        );
+        assert_eq!(
+            namespace_filters(None),
+            ("krane.commands.>".to_string(), "krane.events.>".to_string())
+        );
+    }
 
     #[test]
     fn dots_in_ids_never_make_two_keys_meet() {

@@ -42,7 +42,7 @@ pub enum Happened {
 
 impl Happened {
     /// Commands sort before events stored at the same instant.
-    fn rank(&self) -> u8 {
+    pub(crate) fn rank(&self) -> u8 {
         match self {
             Self::Command(..) => 0,
             Self::Observation(_) => 1,
@@ -229,7 +229,8 @@ struct Seen {
 }
 
 /// One stored message of a history subject.
-struct Stored {
+pub(crate) struct Stored {
+    pub(crate) subject: String,
     sequence: u64,
     time: SystemTime,
     payload: bytes::Bytes,
@@ -248,6 +249,7 @@ impl Stored {
             .map(|author| author.as_str().to_string())
             .unwrap_or_default();
         Ok(Self {
+            subject: message.message.subject.to_string(),
             sequence,
             time,
             payload: message.message.payload,
@@ -258,7 +260,10 @@ impl Stored {
 
 /// The entry of a stored command (`None`, skipped and counted, when it does not decode);
 /// `previous` is the command read before it and becomes this one.
-fn command_entry(stored: Stored, previous: &mut Option<Command>) -> Option<HistoryEntry> {
+pub(crate) fn command_entry(
+    stored: Stored,
+    previous: &mut Option<Command>,
+) -> Option<HistoryEntry> {
     match codec::decode::<Command>(&stored.payload) {
         Ok(command) => {
             let kind = CommandKind::of(previous.as_ref(), &command);
@@ -282,7 +287,7 @@ fn command_entry(stored: Stored, previous: &mut Option<Command>) -> Option<Histo
 }
 
 /// The entry of a stored observation (`None`, skipped and counted, when it does not decode).
-fn event_entry(stored: Stored) -> Option<HistoryEntry> {
+pub(crate) fn event_entry(stored: Stored) -> Option<HistoryEntry> {
     match codec::decode::<InstanceObserved>(&stored.payload) {
         Ok(event) => Some(HistoryEntry {
             time: stored.time,
@@ -300,7 +305,7 @@ fn event_entry(stored: Stored) -> Option<HistoryEntry> {
 /// The last `limit` messages of `stream` on `subject`, in sequence order, read by one ordered
 /// consumer, and the sequence of the last one read (0: none); nothing (and no waiting) when
 /// the subject holds none.
-async fn read_last(
+pub(crate) async fn read_last(
     stream: &stream::Stream,
     subject: String,
     limit: usize,

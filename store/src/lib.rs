@@ -12,6 +12,7 @@
 //!   compare-and-set fold, and the rebuild from both streams.
 //! - [`history`]: a gateway's commands and observations with their sequence and time, merged
 //!   oldest first (what `ListGatewayEvents` answers).
+//! - [`export`]: every command and observation of a namespace, oldest first (`ExportLog`).
 //! - [`hosts`]: the `krane_hosts` bucket: heartbeats, the live hosts, and every host with when
 //!   it was last heard (what `ListHosts` answers).
 //! - [`retention`]: purging what is left of a fully deleted gateway, bounded by what the
@@ -26,6 +27,7 @@
 pub mod commands;
 pub mod connect;
 pub mod events;
+pub mod export;
 pub mod history;
 pub mod hosts;
 pub mod layout;
