@@ -7,11 +7,11 @@ use futures::{Stream, StreamExt};
 use krane_proto::krane::v1::gateway_service_client::GatewayServiceClient as GrpcClient;
 use krane_proto::krane::v1::gateway_service_connect_client::GatewayServiceClient as ConnectClient;
 use krane_proto::krane::v1::{
-    CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, FollowGatewayEventsResponse,
-    GatewayRequest, GetGatewayRequest, GetGatewayResponse, ListGatewayEventsRequest,
-    ListGatewayEventsResponse, ListGatewaysRequest, ListGatewaysResponse, ListHostsRequest,
-    ListHostsResponse, UpdateGatewayRequest, UpdateGatewayResponse, WatchGatewayRequest,
-    WatchGatewayResponse,
+    CreateGatewayRequest, CreateGatewayResponse, DeleteGatewayRequest, ExportLogRequest,
+    FollowGatewayEventsResponse, GatewayRequest, GetGatewayRequest, GetGatewayResponse,
+    ListGatewayEventsRequest, ListGatewayEventsResponse, ListGatewaysRequest, ListGatewaysResponse,
+    ListHostsRequest, ListHostsResponse, LogEntry, UpdateGatewayRequest, UpdateGatewayResponse,
+    WatchGatewayRequest, WatchGatewayResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -296,6 +296,19 @@ impl TestClient {
             limit: 0,
         };
         forward_stream!(self, follow_gateway_events, request)
+    }
+
+    /// Starts ExportLog of `namespace` ("": every namespace): its entries, then the channel
+    /// closes (the error that ends the stream, if any, last).
+    pub fn export_log(
+        &self,
+        namespace: &str,
+    ) -> mpsc::UnboundedReceiver<Result<LogEntry, RpcError>> {
+        let request = ExportLogRequest {
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        forward_stream!(self, export_log, request)
     }
 
     fn new_like(other: &Self) -> Self {

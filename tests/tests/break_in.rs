@@ -67,6 +67,10 @@ async fn watch_code(client: &TestClient, namespace: &str, gateway_id: &str) -> R
     first_code(client.watch(namespace, gateway_id), "watch").await
 }
 
+async fn export_code(client: &TestClient, namespace: &str) -> Result<(), i32> {
+    first_code(client.export_log(namespace), "export").await
+}
+
 async fn follow_code(client: &TestClient, namespace: &str, gateway_id: &str) -> Result<(), i32> {
     first_code(client.follow_history(namespace, gateway_id), "follow").await
 }
@@ -130,6 +134,7 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
             assert_eq!(code(stranger.list(&mine).await), UNAUTHENTICATED);
             assert_eq!(watch_code(stranger, &mine, &id).await, Err(UNAUTHENTICATED));
             assert_eq!(code(stranger.history(&mine, &id).await), UNAUTHENTICATED);
+            assert_eq!(export_code(stranger, &mine).await, Err(UNAUTHENTICATED));
             assert_eq!(
                 follow_code(stranger, &mine, &id).await,
                 Err(UNAUTHENTICATED)
@@ -154,6 +159,9 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
             Err(PERMISSION_DENIED)
         );
         assert_eq!(code(writer.history(&other, &id).await), PERMISSION_DENIED);
+        assert_eq!(export_code(&writer, &other).await, Err(PERMISSION_DENIED));
+        // Every namespace at once needs a grant of every namespace ("*").
+        assert_eq!(export_code(&writer, "").await, Err(PERMISSION_DENIED));
         assert_eq!(
             follow_code(&writer, &other, &id).await,
             Err(PERMISSION_DENIED)
@@ -185,6 +193,8 @@ async fn scoped_tokens_reach_only_their_namespaces_and_refusals_store_nothing() 
         );
         assert_eq!(watch_code(&reader, &mine, &id).await, Ok(()));
         assert_eq!(follow_code(&reader, &mine, &id).await, Ok(()));
+        assert_eq!(export_code(&reader, "").await, Ok(()));
+        assert_eq!(export_code(&writer, &mine).await, Ok(()));
         // History names who asked: the writer's entry in the credentials file.
         let history = reader
             .history(&mine, &id)
