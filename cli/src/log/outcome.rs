@@ -136,17 +136,28 @@ pub fn expected(entries: &[(usize, LogEntry)]) -> BTreeMap<Key, Expected> {
 /// What a stack shows of a gateway: `None` when it does not exist.
 pub type Actual = Option<GetGatewayResponse>;
 
-/// True when nothing more is on its way: the gateway is absent, or none of its instances is
-/// pending or terminating.
+/// True when nothing more is on its way: the gateway is absent, or no update is rolling and
+/// none of its instances is pending or terminating.
 pub fn settled(actual: &Actual) -> bool {
     actual.as_ref().is_none_or(|gateway| {
-        gateway.instances.iter().all(|instance| {
-            !matches!(
-                GatewayStatus::try_from(instance.status),
-                Ok(GatewayStatus::Pending | GatewayStatus::Terminating)
-            )
-        })
+        let rolling = gateway
+            .rollout
+            .as_ref()
+            .is_some_and(|rollout| rollout.state == "rolling");
+        !rolling
+            && gateway.instances.iter().all(|instance| {
+                !matches!(
+                    GatewayStatus::try_from(instance.status),
+                    Ok(GatewayStatus::Pending | GatewayStatus::Terminating)
+                )
+            })
     })
+}
+
+/// True when the recorded outcome has replicas still pending: a stack matching it has no
+/// reason to settle further.
+pub fn expects_pending(expected: &Expected) -> bool {
+    matches!(expected, Expected::Present { states, .. } if states.values().any(|s| s == "pending"))
 }
 
 /// How `actual` differs from `expected`, one sentence each; empty when it matches. Hosts,
@@ -199,6 +210,23 @@ pub fn differences(expected: &Expected, actual: &Actual) -> Vec<String> {
                 ));
             }
             found
+        }
+    }
+}
+
+/// One line for what a stack shows of a gateway: `gone`, or its image, replicas and the
+/// count of its instances in each state (no hosts, addresses or ids: the same on every stack).
+pub fn describe(actual: &Actual) -> String {
+    match actual {
+        None => "gone".into(),
+        Some(gateway) => {
+            let spec = gateway.gateway.as_ref();
+            format!(
+                "image={} replicas={}: {}",
+                spec.map(|spec| spec.image.as_str()).unwrap_or_default(),
+                spec.map_or(0, |spec| spec.replicas),
+                counts(&actual_states(gateway))
+            )
         }
     }
 }
@@ -404,5 +432,13 @@ mod tests {
         assert!(settled(&get(&[Running, Failed], 2)));
         assert!(!settled(&get(&[Running, Pending], 2)));
         assert!(!settled(&get(&[Terminating], 1)));
+        let mut rolling = get(&[Running, Running], 2);
+        if let Some(gateway) = rolling.as_mut() {
+            gateway.rollout = Some(krane_proto::krane::v1::RolloutStatus {
+                state: "rolling".into(),
+                reason: String::new(),
+            });
+        }
+        assert!(!settled(&rolling), "an update still rolling");
     }
 }

@@ -46,6 +46,7 @@ pub async fn run(api: &Api, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let actual = settle(api, &expected, args.settle_timeout).await?;
     for (key, wanted) in &expected {
         let shown = actual.get(key).cloned().flatten();
+        println!("{}/{}: {}", key.0, key.1, outcome::describe(&shown));
         for difference in outcome::differences(wanted, &shown) {
             differences.push(format!("{}/{}: {difference}", key.0, key.1));
         }
@@ -132,7 +133,10 @@ async fn settle(
                 id: key.1.clone(),
             };
             let shown = api.get(&target).await?;
-            let done = outcome::differences(wanted, &shown).is_empty() || outcome::settled(&shown);
+            // Matching too early is not enough (old replicas serve while an update rolls): a
+            // gateway is done once settled, or matching an outcome that is itself pending.
+            let matches = outcome::differences(wanted, &shown).is_empty();
+            let done = outcome::settled(&shown) || (matches && outcome::expects_pending(wanted));
             if !done {
                 waiting += 1;
             }
