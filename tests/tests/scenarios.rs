@@ -1,7 +1,8 @@
 //! The scenarios of `tests/scenarios/` replayed into fresh docker-compose stacks by
-//! `scripts/replay.sh` (each its own project, port, token and host id, torn down after): every
-//! one reaches its recorded outcome, and one replayed twice into two fresh stacks ends the
-//! same way both times (replay is deterministic where the system is).
+//! `scripts/replay.sh` (each its own project, port, token and host id, torn down after; those
+//! of `multi-host/` on three hosts: two extra engines with a compose worker each): every one
+//! reaches its recorded outcome, and one replayed twice into two fresh stacks ends the same way
+//! both times (replay is deterministic where the system is).
 
 use krane_tests::docker;
 use std::path::{Path, PathBuf};
@@ -40,13 +41,20 @@ fn replay(scenario: &Path) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_reaches_its_recorded_outcome_and_replays_the_same_twice() {
     docker::require_test_image().await;
-    let mut scenarios: Vec<PathBuf> = std::fs::read_dir(root().join("tests/scenarios"))
-        .expect("tests/scenarios")
+    let mut scenarios: Vec<PathBuf> = ["tests/scenarios", "tests/scenarios/multi-host"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root().join(dir)).expect("a scenario directory"))
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
         .collect();
     scenarios.sort();
-    assert!(scenarios.len() >= 5, "{scenarios:?}");
+    assert!(scenarios.len() >= 6, "{scenarios:?}");
+    assert!(
+        scenarios
+            .iter()
+            .any(|path| path.to_string_lossy().contains("/multi-host/")),
+        "a scenario on several hosts: {scenarios:?}"
+    );
     let mut outcomes = Vec::new();
     for scenario in &scenarios {
         let (code, out) = replay(scenario);

@@ -214,18 +214,26 @@ pub fn differences(expected: &Expected, actual: &Actual) -> Vec<String> {
     }
 }
 
-/// One line for what a stack shows of a gateway: `gone`, or its image, replicas and the
-/// count of its instances in each state (no hosts, addresses or ids: the same on every stack).
+/// One line for what a stack shows of a gateway: `gone`, or its image, replicas, the count of
+/// its instances in each state and of the hosts they are on (no host names, addresses or ids:
+/// they differ between stacks).
 pub fn describe(actual: &Actual) -> String {
     match actual {
         None => "gone".into(),
         Some(gateway) => {
             let spec = gateway.gateway.as_ref();
+            let hosts: std::collections::BTreeSet<&str> = gateway
+                .instances
+                .iter()
+                .map(|instance| instance.host_id.as_str())
+                .filter(|host| !host.is_empty())
+                .collect();
             format!(
-                "image={} replicas={}: {}",
+                "image={} replicas={}: {} on {} hosts",
                 spec.map(|spec| spec.image.as_str()).unwrap_or_default(),
                 spec.map_or(0, |spec| spec.replicas),
-                counts(&actual_states(gateway))
+                counts(&actual_states(gateway)),
+                hosts.len()
             )
         }
     }
