@@ -252,6 +252,20 @@ async fn buf_curl_over_connect_grpc_and_grpc_web() {
         expected.sort();
         assert_eq!(ids, expected, "{}", way.name);
 
+        // The added RPCs too: the gateway's history starts with its create, by who asked.
+        let history = call(
+            &krane,
+            way,
+            "ListGatewayEvents",
+            json!({ "namespace": namespace, "gatewayId": format!("buf-{}", way.name) }),
+        )
+        .await;
+        assert_eq!(
+            history["events"][0]["command"]["kind"], "create",
+            "{}: {history}",
+            way.name
+        );
+
         // Errors arrive as codes with the API's messages.
         let error = buf_curl(
             &krane,
