@@ -22,7 +22,7 @@ use krane_api::MAX_REQUEST_BYTES;
 use krane_core::names::GatewayKey;
 use krane_proto::krane::v1::{
     CreateGatewayRequest, DeleteGatewayRequest, GatewayRequest, GetGatewayRequest,
-    ListGatewaysRequest,
+    ListGatewayEventsRequest, ListGatewaysRequest,
 };
 use krane_tests::client::gateway_request;
 use krane_tests::{Krane, Protocol, unique_namespace};
@@ -235,6 +235,8 @@ enum Rpc {
     Get,
     Delete,
     List,
+    /// ListGatewayEvents (a read, like Get, that answers an empty list for an unknown gateway).
+    Events,
 }
 
 impl Rpc {
@@ -244,6 +246,7 @@ impl Rpc {
             Self::Get => "/krane.v1.GatewayService/GetGateway",
             Self::Delete => "/krane.v1.GatewayService/DeleteGateway",
             Self::List => "/krane.v1.GatewayService/ListGateways",
+            Self::Events => "/krane.v1.GatewayService/ListGatewayEvents",
         }
     }
 }
@@ -520,7 +523,7 @@ const UNAUTHENTICATED: i32 = 16;
 const RESOURCE_EXHAUSTED: i32 = 8;
 
 /// Field paths of the three request messages, as refusals name them.
-const FIELD_PATHS: [&str; 10] = [
+const FIELD_PATHS: [&str; 11] = [
     "gateway",
     "gateway.namespace",
     "gateway.workspace_id",
@@ -531,6 +534,7 @@ const FIELD_PATHS: [&str; 10] = [
     "gateway.memory_size_mib",
     "namespace",
     "gateway_id",
+    "limit",
 ];
 
 /// Does an `invalid_argument` message say clearly what is wrong? A field path first, an unknown
@@ -735,9 +739,16 @@ struct Generator {
 
 impl Generator {
     fn probe(&self, rng: &mut StdRng) -> Probe {
-        let rpc = *[Rpc::Create, Rpc::Create, Rpc::Get, Rpc::Delete, Rpc::List]
-            .choose(rng)
-            .unwrap_or(&Rpc::Create);
+        let rpc = *[
+            Rpc::Create,
+            Rpc::Create,
+            Rpc::Get,
+            Rpc::Delete,
+            Rpc::List,
+            Rpc::Events,
+        ]
+        .choose(rng)
+        .unwrap_or(&Rpc::Create);
         let encoding = match rng.random_range(0..10) {
             0..=4 => Encoding::Json,
             5..=7 => Encoding::Proto,
@@ -1006,7 +1017,7 @@ impl Generator {
                     let gateway = self.json_gateway(rng, &mut kind);
                     self.json_object(rng, vec![("\"gateway\"".to_string(), gateway)])
                 }
-                Rpc::Get | Rpc::Delete => {
+                Rpc::Get | Rpc::Delete | Rpc::Events => {
                     let namespace = self.namespace(rng);
                     let gateway_id = self.gateway_id(rng);
                     let members = vec![
@@ -1105,6 +1116,12 @@ impl Generator {
             .encode_to_vec(),
             Rpc::List => ListGatewaysRequest {
                 namespace: self.namespace(rng),
+            }
+            .encode_to_vec(),
+            Rpc::Events => ListGatewayEventsRequest {
+                namespace: self.namespace(rng),
+                gateway_id: self.gateway_id(rng),
+                limit: *[0, 1, 5_000, 5_001, u32::MAX].choose(rng).unwrap_or(&0),
             }
             .encode_to_vec(),
         }
