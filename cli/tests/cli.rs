@@ -25,6 +25,20 @@ async fn krane(api: &Krane, args: &[&str]) -> Output {
     .expect("join")
 }
 
+/// `krane gateway create edge --image IMAGE --replicas <replicas>` with `ns`'s flags.
+async fn create_edge(api: &Krane, ns: &[&str], replicas: &str) -> Output {
+    let create = [
+        "gateway",
+        "create",
+        "edge",
+        "--image",
+        IMAGE,
+        "--replicas",
+        replicas,
+    ];
+    krane(api, &[&create[..], ns].concat()).await
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -43,23 +57,7 @@ async fn create_scale_get_and_delete_follow_progress_until_done() {
     let (api, runtime) = started(&namespace).await;
     let ns = ["--namespace", namespace.as_str()];
 
-    let created = krane(
-        &api,
-        &[
-            &[
-                "gateway",
-                "create",
-                "edge",
-                "--image",
-                IMAGE,
-                "--replicas",
-                "2",
-            ][..],
-            &ns,
-        ]
-        .concat(),
-    )
-    .await;
+    let created = create_edge(&api, &ns, "2").await;
     assert!(created.status.success(), "{created:?}");
     let text = stdout(&created);
     assert!(text.contains("RUNNING"), "{text}");
@@ -424,23 +422,7 @@ async fn host_list_shows_each_hosts_free_cpu_and_memory() {
     ];
     api.start_worker_on(runtime, &flags);
     let ns = ["--namespace", namespace.as_str()];
-    let created = krane(
-        &api,
-        &[
-            &[
-                "gateway",
-                "create",
-                "edge",
-                "--image",
-                IMAGE,
-                "--replicas",
-                "2",
-            ][..],
-            &ns,
-        ]
-        .concat(),
-    )
-    .await;
+    let created = create_edge(&api, &ns, "2").await;
     assert!(created.status.success(), "{created:?}");
 
     // Two replicas of 100m and 64 MiB (the CLI's defaults) reserved, once a heartbeat says so.
