@@ -105,8 +105,8 @@ pub struct ExportArgs {
 pub struct ReplayArgs {
     /// A file written by `krane log export` (or by hand in the same format).
     pub file: std::path::PathBuf,
-    /// Replay N times faster than recorded (0.5: half as fast), or `max`: each command as soon
-    /// as the one before is accepted.
+    /// Replay N times faster than recorded (0.5: half as fast; 0.01 to 1000000), or `max`:
+    /// each command as soon as the one before is accepted.
     #[arg(long, default_value = "1", value_parser = parse_speed)]
     pub speed: Speed,
     /// Longest wait for the stack to settle after the last command.
@@ -128,8 +128,10 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
         return Ok(Speed::Max);
     }
     match text.parse::<f64>() {
-        Ok(factor) if factor.is_finite() && factor > 0.0 => Ok(Speed::Times(factor)),
-        _ => Err(format!("{text:?} is neither a positive number nor `max`")),
+        Ok(factor) if (0.01..=1e6).contains(&factor) => Ok(Speed::Times(factor)),
+        _ => Err(format!(
+            "{text:?} is neither a number from 0.01 to 1000000 nor `max`"
+        )),
     }
 }
 
@@ -218,4 +220,18 @@ pub struct CreateArgs {
     pub workspace_id: String,
     #[command(flatten)]
     pub wait: Wait,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speeds_are_bounded_numbers_or_max() {
+        assert_eq!(parse_speed("max"), Ok(Speed::Max));
+        assert_eq!(parse_speed("2.5"), Ok(Speed::Times(2.5)));
+        for bad in ["0", "-1", "1e-300", "NaN", "inf", "fast"] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
+        }
+    }
 }
