@@ -180,6 +180,13 @@ pub fn client_for(addr: SocketAddr) -> anyhow::Result<GatewayServiceClient> {
         .map_err(|error| anyhow::anyhow!("build the Connect client: {error}"))
 }
 
+/// Worker flags that size a simulated host (an in-memory runtime) for every replica a
+/// benchmark places on it: placement by resources is not what these benchmarks measure, and
+/// the in-memory runtime's own figures (64 CPUs, 256 GiB) hold only 640 replicas of the
+/// benchmarks' 100 millicores.
+pub const LARGE_HOST_ARGS: [&str; 4] =
+    ["--cpu-millicores", "100000000", "--memory-mib", "100000000"];
+
 /// Starts an in-process worker for `host_id` on `runtime`, on `nats`; cancel `stop` to end it.
 pub fn start_worker(
     nats: &Nats,
@@ -189,7 +196,11 @@ pub fn start_worker(
     stop: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
     let extra = nats.worker_args();
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let extra: Vec<&str> = extra
+        .iter()
+        .map(String::as_str)
+        .chain(LARGE_HOST_ARGS)
+        .collect();
     let config = krane_tests::worker_config(&nats.url(), host_id, &extra);
     tokio::spawn(async move { krane_worker::run(&config, log, runtime, stop).await })
 }

@@ -59,6 +59,8 @@ struct Run {
     /// Per worker: messages sent and received per minute at steady state.
     sent_per_minute: Vec<f64>,
     received_per_minute: Vec<f64>,
+    /// Replicas on each host before the kill, in host order.
+    replicas_per_host: Vec<usize>,
     /// The host killed and how many replicas and gateways it ran.
     victim: String,
     victim_replicas: usize,
@@ -150,16 +152,16 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         let id = format!("host{i:02}");
         let runtime = Arc::new(FakeRuntime::with_images(&[env::TEST_IMAGE]));
         let worker_log = nats.log().await?;
-        let config = krane_tests::worker_config(
-            &nats.url(),
-            &id,
-            &[
-                "--host-timeout",
-                &host_timeout,
-                "--resync-interval",
-                &resync,
-            ],
-        );
+        let mut extra = vec![
+            "--host-timeout".to_string(),
+            host_timeout.clone(),
+            "--resync-interval".to_string(),
+            resync.clone(),
+        ];
+        extra.extend(nats.worker_args());
+        extra.extend(env::LARGE_HOST_ARGS.map(String::from));
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let config = krane_tests::worker_config(&nats.url(), &id, &extra);
         let host_stop = stop.child_token();
         let (task_log, task_runtime, task_stop) =
             (worker_log.clone(), runtime.clone(), host_stop.clone());
@@ -236,7 +238,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
     // Let the watch take its first look before the kill.
     tokio::time::sleep(Duration::from_millis(500)).await;
     eprintln!(
-        "killing {victim} ({victim_replicas} replicas of {} gateways) …",
+        "killing {victim} ({victim_replicas} replicas of {} gateways; replicas per host {per_host:?}) …",
         victim_gateways.len()
     );
     let killed = Instant::now();
@@ -260,6 +262,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         running_seconds,
         sent_per_minute,
         received_per_minute,
+        replicas_per_host: per_host,
         victim,
         victim_replicas,
         victim_gateways: victim_gateways.len(),

@@ -113,14 +113,18 @@ async fn worker_binary_in_memory(args: &Args, bin_dir: &Path) -> anyhow::Result<
     let nats = Nats::start(Fsync::Default).await?;
     let log = nats.log().await?;
     let api = Api::start(nats.log().await?).await?;
-    let child = Spawned::new(Process::new(bin_dir.join("krane-worker")).args([
-        "--nats-url",
-        &nats.url(),
-        "--host-id",
-        "bench-mem",
-        "--in-memory-runtime",
-        env::TEST_IMAGE,
-    ]))?;
+    let child = Spawned::new(
+        Process::new(bin_dir.join("krane-worker"))
+            .args([
+                "--nats-url",
+                &nats.url(),
+                "--host-id",
+                "bench-mem",
+                "--in-memory-runtime",
+                env::TEST_IMAGE,
+            ])
+            .args(env::LARGE_HOST_ARGS),
+    )?;
     env::wait_for_hosts(&log, 1).await?;
     let client = api.client()?;
     env::create_and_wait(&log, &client, "w", args.gateways, args.replicas, 16).await?;
