@@ -5,25 +5,12 @@
 
 mod common;
 
-use common::{create, open};
+use common::{create, observed, open};
 use krane_core::command::Command;
-use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::export::{Export, Since};
 use krane_store::{Happened, Store};
-
-fn observed(key: &GatewayKey, state: ObservedState) -> InstanceObserved {
-    InstanceObserved {
-        namespace: key.namespace.clone(),
-        gateway_id: key.gateway_id.clone(),
-        replica: 0,
-        template: "t".into(),
-        state,
-        address: String::new(),
-        reason: String::new(),
-        host_id: "host-a".into(),
-    }
-}
 
 /// `gw create`, `gw Running`, … in the order exported.
 fn summary(export: &Export) -> Vec<String> {
@@ -51,7 +38,7 @@ fn in_namespace(command: Command, namespace: &str) -> Command {
 
 async fn observe(store: &Store, key: &GatewayKey, state: ObservedState) {
     store
-        .append_events(key, None, &[observed(key, state)])
+        .append_events(key, None, &[observed(key, "host-a", state)])
         .await
         .expect("stored");
 }

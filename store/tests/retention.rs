@@ -5,27 +5,14 @@
 
 mod common;
 
-use common::{create, open};
+use common::{create, observed, open};
 use futures::StreamExt;
 use krane_core::command::Command;
-use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::event::ObservedState;
 use krane_core::names::{self, GatewayKey};
 use krane_core::spec::GatewaySpec;
 use krane_store::{Purge, Purged, Store, StoreError, StoredRecord};
 use std::time::{Duration, SystemTime};
-
-fn observed(key: &GatewayKey, state: ObservedState) -> InstanceObserved {
-    InstanceObserved {
-        namespace: key.namespace.clone(),
-        gateway_id: key.gateway_id.clone(),
-        replica: 0,
-        template: String::new(),
-        state,
-        address: String::new(),
-        reason: String::new(),
-        host_id: "h1".into(),
-    }
-}
 
 /// Stores `command` as the API does (conditional on the latest, then folded); its sequence.
 async fn command(store: &Store, command: &Command) -> u64 {
@@ -45,7 +32,7 @@ async fn command(store: &Store, command: &Command) -> u64 {
 
 async fn event(store: &Store, key: &GatewayKey, state: ObservedState) {
     store
-        .append_events(key, None, &[observed(key, state)])
+        .append_events(key, None, &[observed(key, "h1", state)])
         .await
         .expect("event stored");
 }

@@ -1,6 +1,9 @@
-//! What the store's tests share: a real nats-server with the store opened on it, and a Create.
+//! What the store's tests share: a real nats-server with the store opened on it, a Create, and
+//! an observation of its replica 0.
 
 use krane_core::command::Command;
+use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::names::GatewayKey;
 use krane_core::spec::GatewaySpec;
 use krane_store::{NatsArgs, Store};
 use krane_tests::NatsServer;
@@ -27,4 +30,19 @@ pub fn create(gateway_id: &str) -> Command {
         memory_mib: 32,
     };
     Command::create(spec, Vec::new())
+}
+
+/// What `host` observed of replica 0 of the gateway.
+#[allow(dead_code)] // not every test file reports observations
+pub fn observed(key: &GatewayKey, host: &str, state: ObservedState) -> InstanceObserved {
+    InstanceObserved {
+        namespace: key.namespace.clone(),
+        gateway_id: key.gateway_id.clone(),
+        replica: 0,
+        template: "t".into(),
+        state,
+        address: String::new(),
+        reason: String::new(),
+        host_id: host.into(),
+    }
 }

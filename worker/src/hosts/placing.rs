@@ -8,6 +8,7 @@
 
 use crate::hosts::HostIdentity;
 use krane_core::command::Command;
+use krane_core::event::InstanceObserved;
 use krane_core::placement::{self, HostInfo, Resources};
 use krane_store::{Latest, Result, Store, StoredRecord};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,8 +67,13 @@ pub fn live_with_self(me: &HostIdentity, mut hosts: Vec<HostInfo>) -> Vec<HostIn
 pub enum Scope<'a> {
     /// Only replicas on no host (used inline, while handling a command).
     Unplaced,
-    /// Also replicas on these hosts, judged lost (the scheduler).
-    OffLostHosts(&'a BTreeSet<String>),
+    /// Also replicas on hosts judged lost (the scheduler), with the stored `Gone`
+    /// observations that close those hosts' instances: folded with the new placement in one
+    /// write of the record.
+    OffLostHosts {
+        lost: &'a BTreeSet<String>,
+        closing: &'a [(u64, InstanceObserved)],
+    },
 }
 
 /// Conditional writes that lose to a newer command before placing gives up for now (the
@@ -77,7 +83,8 @@ const PLACING_ATTEMPTS: usize = 3;
 /// Places the replicas of the latest command that need a host, publishing the new placement
 /// only if nobody published a newer command meanwhile. When someone did, the newer command is
 /// read and placed in turn, at once. Returns the command now in force, and the record if
-/// placing folded it in. `counted`: what the reserved figures of `live` hold of this gateway
+/// placing folded it in (with the scope's closing observations; when nothing was placed,
+/// folding those is the caller's). `counted`: what the reserved figures of `live` hold of this gateway
 /// (`RecordIndex::reserved_by`); its own replicas are counted from the command instead.
 pub async fn place_if_needed(
     store: &Store,
@@ -88,9 +95,9 @@ pub async fn place_if_needed(
     author: &str,
 ) -> Result<Placed> {
     let nothing_lost = BTreeSet::new();
-    let lost = match scope {
-        Scope::Unplaced => &nothing_lost,
-        Scope::OffLostHosts(lost) => lost,
+    let (lost, closing) = match scope {
+        Scope::Unplaced => (&nothing_lost, &[][..]),
+        Scope::OffLostHosts { lost, closing } => (lost, closing),
     };
     for _ in 0..PLACING_ATTEMPTS {
         let hosts = keeping_all_but_lost(live.to_vec(), &latest.command, lost);
@@ -102,8 +109,10 @@ pub async fn place_if_needed(
             .await?
         {
             Some(seq) => {
-                let projected = store.project_command(seq, &command).await?;
                 let key = command.key();
+                let projected = store
+                    .fold_into_record(&key, None, Some((seq, &command)), closing)
+                    .await?;
                 info!(namespace = %key.namespace, gateway = %key.gateway_id, placement = ?command.placement(), "placed replicas");
                 return Ok(Placed {
                     seq,

@@ -265,7 +265,9 @@ fn needs_scheduling(record: &GatewayRecord, lost: &BTreeSet<String>) -> bool {
             .any(|seen| lost.contains(&seen.host_id))
 }
 
-/// Closes a gateway's instances on lost hosts and places its replicas that need a host.
+/// Closes a gateway's instances on lost hosts and places its replicas that need a host: the
+/// `Gone` observations are stored first, then folded into the record together with the new
+/// placement (one write; a worker dying in between leaves the gateway to the next scan).
 async fn schedule(
     store: &Store,
     record: &GatewayRecord,
@@ -273,7 +275,9 @@ async fn schedule(
     lost: &BTreeSet<String>,
     author: &str,
 ) -> Result<()> {
-    close_lost_hosts(store, record, lost).await?;
+    let gone = closing_lost_hosts(record, lost);
+    let seqs = store.publish_events(&gone).await?;
+    let closing: Vec<(u64, InstanceObserved)> = seqs.into_iter().zip(gone).collect();
     // The record may lag the log; a stale decision loses its conditional write, and the
     // latest command is read from the log and placed instead.
     let latest = Latest {
@@ -283,26 +287,33 @@ async fn schedule(
     };
     // The record is the index's: what the live hosts' reserved figures hold of this gateway.
     let counted = crate::index::reserved_per_host(record);
-    place_if_needed(
+    let placed = place_if_needed(
         store,
         latest,
         live,
         &counted,
-        Scope::OffLostHosts(lost),
+        Scope::OffLostHosts {
+            lost,
+            closing: &closing,
+        },
         author,
     )
     .await?;
+    if placed.projected.is_none() && !closing.is_empty() {
+        store
+            .fold_into_record(&record.key(), None, None, &closing)
+            .await?;
+    }
     Ok(())
 }
 
-/// Publishes `Gone` for every replica a host judged lost last reported as present.
-async fn close_lost_hosts(
-    store: &Store,
+/// A `Gone` observation for every replica a host judged lost last reported as present.
+fn closing_lost_hosts(
     record: &GatewayRecord,
     lost_hosts: &BTreeSet<String>,
-) -> Result<()> {
+) -> Vec<InstanceObserved> {
     if lost_hosts.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     let lost: Vec<InstanceObserved> = record
         .live_observations()
@@ -318,10 +329,7 @@ async fn close_lost_hosts(
     for event in &lost {
         info!(namespace = %event.namespace, gateway = %event.gateway_id, replica = event.replica, host = %event.host_id, "host lost; closing its instance");
     }
-    if !lost.is_empty() {
-        store.append_events(&record.key(), None, &lost).await?;
-    }
-    Ok(())
+    lost
 }
 
 #[cfg(test)]
