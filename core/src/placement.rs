@@ -24,7 +24,8 @@ pub struct HostInfo {
     pub host_id: String,
     /// Host part of the addresses of the instances it runs.
     pub advertise_host: String,
-    /// krane containers on the host when the heartbeat was sent.
+    /// krane containers on the host when the heartbeat was sent (a placer raises it to the
+    /// replicas its record index places there, which lag less).
     pub containers: u32,
     /// Most krane containers it accepts; `None` = unlimited.
     pub max_containers: Option<u32>,

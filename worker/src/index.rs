@@ -7,9 +7,9 @@
 //! second: the hosts the records name and the gateways with unplaced replicas, so that asking
 //! costs the hosts and the unplaced gateways, not every record.
 //!
-//! It also sums, per host, the limits of the replicas the records' commands place there (what
-//! krane reserved on each host): the heartbeat announces this host's, and placing counts them
-//! without waiting for the other hosts' heartbeats.
+//! It also sums, per host, the replicas the records' commands place there and their limits
+//! (what krane reserved on each host): the heartbeat announces this host's, and placing counts
+//! them without waiting for the other hosts' heartbeats.
 //!
 //! The index serves scans only. Every write decision taken from it is still checked against
 //! the log (a placement is stored only if the gateway's latest command is the one the record
@@ -38,6 +38,8 @@ struct Records {
     unplaced: BTreeSet<String>,
     /// The limits of the replicas placed on each host, summed.
     reserved: BTreeMap<String, Resources>,
+    /// How many replicas the records' commands place on each host.
+    placed: BTreeMap<String, u32>,
 }
 
 impl Records {
@@ -58,6 +60,9 @@ impl Records {
         for (host, reserved) in reservations_of(&record) {
             let total = self.reserved.entry(host.to_string()).or_default();
             *total = total.plus(reserved);
+        }
+        for (host, replicas) in replicas_placed(&record) {
+            *self.placed.entry(host.to_string()).or_default() += replicas;
         }
         self.by_key.insert(key, record);
     }
@@ -80,6 +85,14 @@ impl Records {
                 *total = total.minus(reserved);
                 if *total == Resources::default() {
                     self.reserved.remove(host);
+                }
+            }
+        }
+        for (host, replicas) in replicas_placed(&record) {
+            if let Some(count) = self.placed.get_mut(host) {
+                *count = count.saturating_sub(replicas);
+                if *count == 0 {
+                    self.placed.remove(host);
                 }
             }
         }
@@ -109,6 +122,20 @@ fn reservations_of(record: &GatewayRecord) -> BTreeMap<&str, Resources> {
         }
     }
     reserved
+}
+
+/// How many replicas a record's latest command places on each host (a Delete places none).
+fn replicas_placed(record: &GatewayRecord) -> BTreeMap<&str, u32> {
+    let mut placed: BTreeMap<&str, u32> = BTreeMap::new();
+    if record.intent.spec().is_none() {
+        return placed;
+    }
+    for replica in 0..record.intent.wanted_replicas() {
+        if let Some(host) = record.intent.host_of(replica) {
+            *placed.entry(host).or_default() += 1;
+        }
+    }
+    placed
 }
 
 /// The hosts a record names, each once: where its replicas are placed and where instances
@@ -195,14 +222,19 @@ impl RecordIndex {
             .unwrap_or_default()
     }
 
-    /// `hosts` with what is reserved on each counted from the records as well: the larger of
-    /// the two, per resource (a heartbeat lags the placements made since; the index may lag
-    /// or still be loading).
+    /// `hosts` with what is reserved on each, and how many containers each holds, counted
+    /// from the records as well: the larger of the two, per figure (a heartbeat lags the
+    /// placements made since, up to a heartbeat interval, so placers comparing heartbeat
+    /// counts alone all pile onto the host that looked emptiest at its last heartbeat; the
+    /// index may lag too, by a watch delivery, or still be loading).
     pub fn with_reservations(&self, mut hosts: Vec<HostInfo>) -> Vec<HostInfo> {
         if let Ok(records) = self.records.read() {
             for host in &mut hosts {
                 if let Some(reserved) = records.reserved.get(&host.host_id) {
                     host.reserved = host.reserved.max(*reserved);
+                }
+                if let Some(placed) = records.placed.get(&host.host_id) {
+                    host.containers = host.containers.max(*placed);
                 }
             }
         }
@@ -393,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn reservations_follow_every_put_and_removal() {
+    fn reservations_and_placed_replicas_follow_every_put_and_removal() {
         let mut records = Records::default();
         let each = Resources {
             millicores: 100,
@@ -404,10 +436,14 @@ mod tests {
         assert_eq!(records.reserved["h1"], each.times(2));
         assert_eq!(records.reserved["h2"], each.times(2));
         // a scales to one replica on h2; b is deleted.
+        assert_eq!(records.placed["h1"], 2);
+        assert_eq!(records.placed["h2"], 2);
         records.put("ns.a".into(), Arc::new(placed("a", &["h2"])));
         records.remove("ns.b");
         assert_eq!(records.reserved.get("h1"), None);
         assert_eq!(records.reserved["h2"], each);
+        assert_eq!(records.placed.get("h1"), None);
+        assert_eq!(records.placed["h2"], 1);
         let index = RecordIndex::default();
         index.replace_all(records);
         assert_eq!(index.reserved_on("h2"), each);
@@ -431,6 +467,10 @@ mod tests {
                 mib: 64
             },
             "the larger of heartbeat and index, per resource"
+        );
+        assert_eq!(
+            counted[0].containers, 1,
+            "a heartbeat that lags the placements"
         );
     }
 
