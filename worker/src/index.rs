@@ -62,7 +62,12 @@ impl Records {
             *total = total.plus(reserved);
         }
         for (host, replicas) in replicas_placed(&record) {
-            *self.placed.entry(host.to_string()).or_default() += replicas;
+            match self.placed.get_mut(host) {
+                Some(count) => *count += replicas,
+                None => {
+                    self.placed.insert(host.to_string(), replicas);
+                }
+            }
         }
         self.by_key.insert(key, record);
     }

@@ -84,8 +84,9 @@ const PLACING_ATTEMPTS: usize = 3;
 /// only if nobody published a newer command meanwhile. When someone did, the newer command is
 /// read and placed in turn, at once. Returns the command now in force, and the record if
 /// placing folded it in (with the scope's closing observations; when nothing was placed,
-/// folding those is the caller's). `counted`: what the reserved figures of `live` hold of this gateway
-/// (`RecordIndex::reserved_by`); its own replicas are counted from the command instead.
+/// folding those is the caller's). `counted`: what the reserved figures of `live` hold of
+/// this gateway (`RecordIndex::reserved_by`); its own replicas are counted from the command
+/// instead.
 pub async fn place_if_needed(
     store: &Store,
     mut latest: Latest,
