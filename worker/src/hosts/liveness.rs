@@ -78,6 +78,17 @@ impl Liveness {
         }
     }
 
+    /// How long from `now` until the next known host that has not expired yet would (if not
+    /// heard again): the scheduler looks again at that moment rather than up to a whole
+    /// interval later. `None` when no host is waiting to expire.
+    pub fn until_next_expiry(&self, now: Instant) -> Option<Duration> {
+        self.last_heard
+            .values()
+            .map(|heard| (*heard + self.host_timeout).saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .min()
+    }
+
     /// Judges the known hosts at `now`, given how long reads of the hosts have been good
     /// without a break (`None`: they are not now).
     pub fn judge(&mut self, now: Instant, reading_well_for: Option<Duration>) -> Judgement {
@@ -131,6 +142,22 @@ mod tests {
     }
 
     const ZERO: Duration = Duration::ZERO;
+
+    #[test]
+    fn the_next_expiry_is_that_of_the_host_heard_least_recently_but_not_expired() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let liveness = heard_at(start, &[("a", ZERO), ("b", second), ("c", second * 2)]);
+        assert_eq!(liveness.until_next_expiry(start), Some(TIMEOUT));
+        assert_eq!(
+            liveness.until_next_expiry(start + second / 2),
+            Some(TIMEOUT - second / 2)
+        );
+        // a expired already (judging it is the scheduler's): b is next.
+        assert_eq!(liveness.until_next_expiry(start + TIMEOUT), Some(second));
+        assert_eq!(liveness.until_next_expiry(start + TIMEOUT * 2), None);
+        assert_eq!(Liveness::new(TIMEOUT).until_next_expiry(start), None);
+    }
 
     #[test]
     fn hosts_heard_within_the_timeout_are_steady() {

@@ -9,9 +9,10 @@
 //!   of replicas now placed elsewhere.
 //!
 //! The loop scans the records of the [`RecordIndex`] (memory, kept by a watch; no NATS reads)
-//! when the live hosts or the lost ones change and every `full_scan`; every second it asks the
-//! index only for the hosts the records name and the gateways left unplaced; a worker also places a
-//! gateway inline when it handles its command. Which missing hosts count as lost is
+//! when the live hosts or the lost ones change and every `full_scan`; every second (and the
+//! moment a host's heartbeat would expire, so a loss is judged when due, not up to a second
+//! later) it asks the index only for the hosts the records name and the gateways left
+//! unplaced; a worker also places a gateway inline when it handles its command. Which missing hosts count as lost is
 //! [`liveness`](super::liveness)'s call: none right after a reconnect or while a view is
 //! incomplete, none when more than half look lost; only hosts judged lost lose replicas, and
 //! one scan moves at most `MOVES_PER_SCAN` gateways.
@@ -38,6 +39,10 @@ use tracing::{debug, error, info, warn};
 const MOVES_PER_SCAN: usize = 128;
 /// Gateways one scan works on at once.
 const SCAN_PARALLELISM: usize = 16;
+/// Looking again when a heartbeat expires: this long after, so it has.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
+/// The shortest pause between two looks.
+const MIN_PAUSE: Duration = Duration::from_millis(50);
 
 /// The parts of the worker the scheduler uses.
 pub struct Scheduler {
@@ -64,9 +69,18 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
     let mut unplaced = Unplaced::default();
     let author = me.author();
     loop {
+        // Every interval, or the moment a host's heartbeat would expire if sooner.
+        let pause =
+            liveness
+                .until_next_expiry(Instant::now())
+                .map_or(settings.interval, |expiry| {
+                    (expiry + EXPIRY_MARGIN)
+                        .max(MIN_PAUSE)
+                        .min(settings.interval)
+                });
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(settings.interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let now = Instant::now();
         // Whole views of the hosts and the records since when, and connected since when: a
