@@ -20,7 +20,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +65,9 @@ struct Run {
     victim: String,
     victim_replicas: usize,
     victim_gateways: usize,
+    /// Seconds from the victim's last heartbeat (as stored) to the kill: the loss is due a
+    /// host timeout after that heartbeat, so this says how much of the target was left.
+    heartbeat_before_kill_seconds: f64,
     /// Seconds from the kill until the first gateway it ran was placed elsewhere (the loss
     /// judged by some worker).
     judged_seconds: f64,
@@ -90,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             "sent/worker/min (median, max)",
             "received/worker/min (median, max)",
             "killed host: replicas (gateways)",
+            "last heartbeat → kill (s)",
             "kill → first moved (s)",
             "kill → all RUNNING elsewhere (s)",
         ],
@@ -112,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 cell(max(&run.received_per_minute))
             ),
             format!("{} ({})", run.victim_replicas, run.victim_gateways),
+            cell(run.heartbeat_before_kill_seconds),
             cell(run.judged_seconds),
             cell(run.failover_seconds),
         ]);
@@ -241,7 +246,16 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         "killing {victim} ({victim_replicas} replicas of {} gateways; replicas per host {per_host:?}) …",
         victim_gateways.len()
     );
+    let last_heartbeat = log
+        .heard_hosts()
+        .await?
+        .into_iter()
+        .find(|host| host.info.host_id == victim)
+        .map(|host| host.last_heard);
     let killed = Instant::now();
+    let heartbeat_before_kill_seconds = last_heartbeat
+        .and_then(|heard| SystemTime::now().duration_since(heard).ok())
+        .map_or(f64::NAN, |before| before.as_secs_f64());
     // Every loop of the host stops at once (its heartbeat with them); nothing is handed over.
     hosts[victim_index].stop.cancel();
     hosts[victim_index].task.abort();
@@ -249,7 +263,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
     let failover_seconds = killed.elapsed().as_secs_f64();
     let judged_seconds = first_move.saturating_duration_since(killed).as_secs_f64();
     eprintln!(
-        "first replica placed elsewhere after {judged_seconds:.1} s, all moved after {failover_seconds:.1} s"
+        "last heartbeat {heartbeat_before_kill_seconds:.1} s before the kill; first replica placed elsewhere after {judged_seconds:.1} s, all moved after {failover_seconds:.1} s"
     );
 
     stop.cancel();
@@ -266,6 +280,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         victim,
         victim_replicas,
         victim_gateways: victim_gateways.len(),
+        heartbeat_before_kill_seconds,
         judged_seconds,
         failover_seconds,
     })
