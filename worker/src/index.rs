@@ -115,18 +115,14 @@ pub(crate) fn reserved_per_host(record: &GatewayRecord) -> BTreeMap<String, Reso
 /// What a record's latest command reserves on each host: its spec's limits once per replica
 /// placed there (a Delete reserves nothing).
 fn reservations_of(record: &GatewayRecord) -> BTreeMap<&str, Resources> {
-    let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
     let Some(spec) = record.intent.spec() else {
-        return reserved;
+        return BTreeMap::new();
     };
     let each = Resources::of(spec);
-    for replica in 0..record.intent.wanted_replicas() {
-        if let Some(host) = record.intent.host_of(replica) {
-            let total = reserved.entry(host).or_default();
-            *total = total.plus(each);
-        }
-    }
-    reserved
+    replicas_placed(record)
+        .into_iter()
+        .map(|(host, replicas)| (host, each.times(u64::from(replicas))))
+        .collect()
 }
 
 /// How many replicas a record's latest command places on each host (a Delete places none).
