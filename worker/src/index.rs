@@ -57,15 +57,19 @@ impl Records {
         if record.intent.has_unplaced() {
             self.unplaced.insert(key.clone());
         }
-        for (host, reserved) in reservations_of(&record) {
-            let total = self.reserved.entry(host.to_string()).or_default();
-            *total = total.plus(reserved);
-        }
+        let each = limits_per_replica(&record);
         for (host, replicas) in replicas_placed(&record) {
-            match self.placed.get_mut(host) {
-                Some(count) => *count += replicas,
-                None => {
-                    self.placed.insert(host.to_string(), replicas);
+            let reserved = each.times(u64::from(replicas));
+            // As for `named`: a host's name is allocated only the first time it is counted.
+            match (self.placed.get_mut(host), self.reserved.get_mut(host)) {
+                (Some(count), Some(total)) => {
+                    *count += replicas;
+                    *total = total.plus(reserved);
+                }
+                _ => {
+                    *self.placed.entry(host.to_string()).or_default() += replicas;
+                    let total = self.reserved.entry(host.to_string()).or_default();
+                    *total = total.plus(reserved);
                 }
             }
         }
@@ -85,15 +89,14 @@ impl Records {
             }
         }
         self.unplaced.remove(key);
-        for (host, reserved) in reservations_of(&record) {
+        let each = limits_per_replica(&record);
+        for (host, replicas) in replicas_placed(&record) {
             if let Some(total) = self.reserved.get_mut(host) {
-                *total = total.minus(reserved);
+                *total = total.minus(each.times(u64::from(replicas)));
                 if *total == Resources::default() {
                     self.reserved.remove(host);
                 }
             }
-        }
-        for (host, replicas) in replicas_placed(&record) {
             if let Some(count) = self.placed.get_mut(host) {
                 *count = count.saturating_sub(replicas);
                 if *count == 0 {
@@ -115,14 +118,16 @@ pub(crate) fn reserved_per_host(record: &GatewayRecord) -> BTreeMap<String, Reso
 /// What a record's latest command reserves on each host: its spec's limits once per replica
 /// placed there (a Delete reserves nothing).
 fn reservations_of(record: &GatewayRecord) -> BTreeMap<&str, Resources> {
-    let Some(spec) = record.intent.spec() else {
-        return BTreeMap::new();
-    };
-    let each = Resources::of(spec);
+    let each = limits_per_replica(record);
     replicas_placed(record)
         .into_iter()
         .map(|(host, replicas)| (host, each.times(u64::from(replicas))))
         .collect()
+}
+
+/// The limits of one replica of the record's latest command (none for a Delete).
+fn limits_per_replica(record: &GatewayRecord) -> Resources {
+    record.intent.spec().map(Resources::of).unwrap_or_default()
 }
 
 /// How many replicas a record's latest command places on each host (a Delete places none).

@@ -12,10 +12,10 @@
 //! when the live hosts or the lost ones change and every `full_scan`; every second (and the
 //! moment a host's heartbeat would expire, so a loss is judged when due, not up to a second
 //! later) it asks the index only for the hosts the records name and the gateways left
-//! unplaced; a worker also places a gateway inline when it handles its command. Which missing hosts count as lost is
-//! [`liveness`](super::liveness)'s call: none right after a reconnect or while a view is
-//! incomplete, none when more than half look lost; only hosts judged lost lose replicas, and
-//! one scan moves at most `MOVES_PER_SCAN` gateways.
+//! unplaced; a worker also places a gateway inline when it handles its command. Which missing
+//! hosts count as lost is [`liveness`](super::liveness)'s call: none right after a reconnect
+//! or while a view is incomplete, none when more than half look lost; only hosts judged lost
+//! lose replicas, and one scan moves at most `MOVES_PER_SCAN` gateways.
 
 use super::HostIdentity;
 use super::liveness::{Judgement, Liveness};
@@ -69,15 +69,7 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
     let mut unplaced = Unplaced::default();
     let author = me.author();
     loop {
-        // Every interval, or the moment a host's heartbeat would expire if sooner.
-        let pause =
-            liveness
-                .until_next_expiry(Instant::now())
-                .map_or(settings.interval, |expiry| {
-                    (expiry + EXPIRY_MARGIN)
-                        .max(MIN_PAUSE)
-                        .min(settings.interval)
-                });
+        let pause = next_pause(&liveness, settings.interval);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -172,6 +164,16 @@ pub async fn run(scheduler: Scheduler, stop: CancellationToken) {
             Err(error) => warn!(%error, "scheduling scan failed; retrying"),
         }
     }
+}
+
+/// How long to wait before the next look: an interval, or until just after the moment a
+/// host's heartbeat would expire if that is sooner.
+fn next_pause(liveness: &Liveness, interval: Duration) -> Duration {
+    liveness
+        .until_next_expiry(Instant::now())
+        .map_or(interval, |expiry| {
+            (expiry + EXPIRY_MARGIN).max(MIN_PAUSE).min(interval)
+        })
 }
 
 /// Since when each gateway has been seen with unplaced replicas; placed by anyone once that
