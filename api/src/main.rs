@@ -48,7 +48,7 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     krane_platform::shutdown::cancel_on_signal(stop.clone());
     krane_api::rpc_telemetry::register_metrics();
-    krane_store::undecodable::register_metrics();
+    krane_store::register_metrics();
     config.metrics.serve(stop.clone()).await?;
     let store = krane_store::connect(&config.nats, "krane-api", NATS_REQUEST_TIMEOUT)
         .await

@@ -44,6 +44,13 @@ pub use projection::StoredRecord;
 pub use retention::{Purge, Purged};
 pub use watch::BucketChange;
 
+/// Registers the store's metrics (undecodable values skipped, record writes), so they are
+/// listed before the first event they count.
+pub fn register_metrics() {
+    undecodable::register_metrics();
+    projection::register_metrics();
+}
+
 use async_nats::jetstream::{self, kv, stream};
 use krane_core::codec::CodecError;
 use std::sync::{Arc, Mutex};

@@ -12,12 +12,53 @@ use krane_core::command::Command;
 use krane_core::event::InstanceObserved;
 use krane_core::names::{self, GatewayKey};
 use krane_core::record::GatewayRecord;
+use krane_platform::metrics::register;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::SystemTime;
 use tracing::info;
 
 /// Compare-and-set attempts before giving up on a contended KV key.
 const CAS_ATTEMPTS: usize = 32;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Record writes of this process by outcome: `written`, or `conflict` (another writer was
+/// first; the record is read again and the fold retried). Every written record change reaches
+/// every worker's record index, so this says what the projection costs per gateway.
+static RECORD_WRITES: LazyLock<Family<OutcomeLabel, Counter>> = LazyLock::new(|| {
+    register(
+        "store_record_writes",
+        "Compare-and-set writes of gateway records, by outcome (written, conflict)",
+        Family::default(),
+    )
+});
+
+const WRITTEN: OutcomeLabel = OutcomeLabel { outcome: "written" };
+const CONFLICT: OutcomeLabel = OutcomeLabel {
+    outcome: "conflict",
+};
+
+/// Registers the record write metric, so it is listed before the first write.
+pub fn register_metrics() {
+    LazyLock::force(&RECORD_WRITES);
+}
+
+/// This process's record writes so far: (written, conflicts). For benchmarks and tests; an
+/// operator reads `krane_store_record_writes_total`.
+pub fn record_writes() -> (u64, u64) {
+    // Owned counters: a read guard of the family held while the second label is created
+    // would deadlock.
+    let written = RECORD_WRITES.get_or_create_owned(&WRITTEN);
+    let conflicts = RECORD_WRITES.get_or_create_owned(&CONFLICT);
+    (written.get(), conflicts.get())
+}
 
 /// A stored record with the KV revision it was read at (0 = no such key).
 #[derive(Debug, Clone)]
@@ -155,12 +196,16 @@ impl Store {
             };
             match written {
                 Ok(revision) => {
+                    RECORD_WRITES.get_or_create(&WRITTEN).inc();
                     return Ok(StoredRecord {
                         record: Some(record),
                         revision,
                     });
                 }
-                Err((true, _conflict)) => continue,
+                Err((true, _conflict)) => {
+                    RECORD_WRITES.get_or_create(&CONFLICT).inc();
+                    continue;
+                }
                 Err((false, error)) => return Err(StoreError::Unavailable(error)),
             }
         }

@@ -54,7 +54,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let runtime = open_runtime(&config).await?;
     let store = connect_nats().await?;
     krane_worker::metrics::register_metrics();
-    krane_store::undecodable::register_metrics();
+    krane_store::register_metrics();
     config.metrics.serve(stop.clone()).await?;
     info!(host_id = %config.host_id(), advertise_host = %config.advertise_host, "krane-worker started");
     krane_worker::run(&config, store, runtime, stop).await?;
