@@ -15,6 +15,11 @@ mod ttr;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The worker's allocator (see worker/src/main.rs), as the in-process workers measured here
+/// are the same code.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "krane-bench", about = "Benchmarks of krane on this machine")]
 struct Cli {
