@@ -11,6 +11,7 @@ use krane_store::{NatsArgs, Store};
 use krane_tests::{NatsCluster, NatsServer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +126,18 @@ impl Nats {
         krane_store::connect(&args, "krane-bench", Duration::from_secs(10))
             .await
             .context("open the JetStream log")
+    }
+}
+
+/// Where the release `krane-api` and `krane-worker` binaries are: `dir` if given, else next to
+/// this binary (build them with `cargo build --release -p krane-api -p krane-worker`).
+pub fn bin_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow::anyhow!("no directory for this binary")),
     }
 }
 

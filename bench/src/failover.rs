@@ -6,8 +6,9 @@
 //!   and consumer deliveries) per minute — flat in the number of gateways when a worker reads
 //!   what changes, not what exists;
 //! - **failover**: the worker of the host with the most replicas is killed (all its loops
-//!   stop at once and its task is aborted: its heartbeat simply stops); the time from then until every gateway it ran
-//!   is RUNNING on the other hosts in KV, next to `--host-timeout`.
+//!   stop at once and its task is aborted: its heartbeat simply stops); the time from then until
+//!   every gateway it ran is RUNNING on the other hosts in KV, next to `--host-timeout`. With
+//!   `--kill-after-heartbeat` the kill follows the host's heartbeat at once (the worst phase).
 
 use crate::env::{self, Api, Broker, Nats};
 use crate::stats::{Table, cell, median};
@@ -49,6 +50,11 @@ pub struct Args {
     /// One nats-server, or a 3-node cluster with three replicas of everything.
     #[arg(long, value_enum, default_value = "single")]
     broker: Broker,
+    /// Kill the host the moment its next heartbeat is stored: the worst phase, as its loss is
+    /// then due a whole `--host-timeout` later. Without it the kill falls anywhere in the
+    /// heartbeat interval (the phase of each run is reported).
+    #[arg(long)]
+    kill_after_heartbeat: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -131,6 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "resync_interval_seconds": args.resync_interval.as_secs_f64(),
         "steady_seconds": args.steady.as_secs_f64(),
         "broker": args.broker,
+        "kill_after_heartbeat": args.kill_after_heartbeat,
         "runtime": "FakeRuntime (in-memory), one per in-process worker, distinct host ids",
         "runs": runs,
     }))
@@ -246,12 +253,15 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         "killing {victim} ({victim_replicas} replicas of {} gateways; replicas per host {per_host:?}) …",
         victim_gateways.len()
     );
-    let last_heartbeat = log
-        .heard_hosts()
-        .await?
-        .into_iter()
-        .find(|host| host.info.host_id == victim)
-        .map(|host| host.last_heard);
+    let last_heartbeat = if args.kill_after_heartbeat {
+        Some(next_heartbeat(&log, &victim).await?)
+    } else {
+        log.heard_hosts()
+            .await?
+            .into_iter()
+            .find(|host| host.info.host_id == victim)
+            .map(|host| host.last_heard)
+    };
     let killed = Instant::now();
     let heartbeat_before_kill_seconds = last_heartbeat
         .and_then(|heard| SystemTime::now().duration_since(heard).ok())
@@ -284,6 +294,27 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         judged_seconds,
         failover_seconds,
     })
+}
+
+/// Waits for `host`'s next heartbeat to be stored; returns when it was written.
+async fn next_heartbeat(log: &Store, host: &str) -> anyhow::Result<SystemTime> {
+    let mut changes = std::pin::pin!(log.watch_hosts().await?);
+    let mut current = false;
+    let next = async {
+        while let Some(change) = changes.next().await {
+            match change? {
+                BucketChange::Current => current = true,
+                BucketChange::Put { key, written, .. } if current && key == host => {
+                    return Ok(written);
+                }
+                _ => {}
+            }
+        }
+        anyhow::bail!("the heartbeat watch ended")
+    };
+    tokio::time::timeout(Duration::from_secs(60), next)
+        .await
+        .map_err(|_| anyhow::anyhow!("no heartbeat of {host} within 60 s"))?
 }
 
 /// Every record as the bucket holds it now.

@@ -7,6 +7,7 @@ mod accept;
 mod env;
 mod failover;
 mod get;
+mod hosts;
 mod memory;
 mod pipeline;
 mod stats;

@@ -34,13 +34,7 @@ struct Rss {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?,
-    };
+    let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
     let results = vec![
         api_process(&args, &bin_dir).await?,
         worker_binary_in_memory(&args, &bin_dir).await?,
