@@ -16,9 +16,8 @@ use tokio::process::{Child, Command as Process};
 /// The CFS period the quotas are expressed in (the kernel's default, 100 ms).
 const PERIOD_MICROS: u64 = 100_000;
 
-/// Running host processes, each in its CPU-capped cgroup. The processes are killed when this
-/// is dropped (`kill_on_drop`); [`CappedHosts::stop`] also waits for them and removes the
-/// cgroups.
+/// Running host processes, each in its CPU-capped cgroup. Dropping it (also on an error
+/// half-way) kills the processes and removes their cgroups.
 pub struct CappedHosts {
     hosts: Vec<CappedHost>,
 }
@@ -57,7 +56,6 @@ impl CappedHosts {
                 .args(env::LARGE_HOST_ARGS)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .kill_on_drop(true)
                 .spawn();
             let child = match spawned {
                 Ok(child) => child,
@@ -78,12 +76,27 @@ impl CappedHosts {
     }
 
     /// Stops every host process and removes the cgroups.
-    pub async fn stop(self) {
-        for mut host in self.hosts {
-            let _ = host.child.kill().await;
-            if let Err(error) = host.cgroup.delete() {
-                eprintln!("could not remove a host's cgroup: {error}");
+    pub fn stop(self) {
+        // Each host is killed and its cgroup removed as it is dropped.
+        for host in self.hosts {
+            drop(host);
+        }
+    }
+}
+
+impl Drop for CappedHost {
+    /// Kills the process and removes its cgroup, which the kernel refuses while the process
+    /// has not been reaped: waits for that up to two seconds.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if let Err(error) = self.cgroup.delete() {
+            eprintln!("could not remove a host's cgroup: {error}");
         }
     }
 }

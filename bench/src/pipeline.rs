@@ -160,7 +160,7 @@ async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
     let per_gateway = |count: u64| counted.then(|| count as f64 / args.gateways as f64);
     let containers_per_host = replicas_per_host(&log, &hosts).await?;
     match running_hosts {
-        Hosts::Capped(capped) => capped.stop().await,
+        Hosts::Capped(capped) => capped.stop(),
         Hosts::InProcess(in_process) => in_process.stop().await,
     }
     api.stop().await;
