@@ -156,13 +156,11 @@ async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
     tokio::time::timeout(Duration::from_secs(300), running).await???;
     let running_seconds = started.elapsed().as_secs_f64();
     let (written, conflicts) = krane_store::projection::record_writes();
-    let counted = matches!(running_hosts, Hosts::InProcess(_));
+    // Host processes count their writes in their own process.
+    let counted = args.host_cpu.is_none();
     let per_gateway = |count: u64| counted.then(|| count as f64 / args.gateways as f64);
     let containers_per_host = replicas_per_host(&log, &hosts).await?;
-    match running_hosts {
-        Hosts::Capped(capped) => capped.stop(),
-        Hosts::InProcess(in_process) => in_process.stop().await,
-    }
+    running_hosts.stop().await;
     api.stop().await;
     Ok(Run {
         accept_seconds,
@@ -178,6 +176,15 @@ async fn measure(args: &Args, workers: usize) -> anyhow::Result<Run> {
 enum Hosts {
     InProcess(InProcessHosts),
     Capped(CappedHosts),
+}
+
+impl Hosts {
+    async fn stop(self) {
+        match self {
+            Self::InProcess(in_process) => in_process.stop().await,
+            Self::Capped(capped) => capped.stop(),
+        }
+    }
 }
 
 /// Workers in this process, each on an in-memory runtime of its own.
