@@ -315,9 +315,11 @@ enum Fault {
 }
 
 struct Cluster {
+    // Fields drop in this order: the workers are killed before `krane` removes the
+    // namespace's containers, or a worker still running could create one after that.
+    workers: [ServiceProcess; 2],
     krane: Krane,
     engine: ExtraEngine,
-    workers: [ServiceProcess; 2],
 }
 
 impl Cluster {
