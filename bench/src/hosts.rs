@@ -17,9 +17,10 @@ use tokio::process::{Child, Command as Process};
 const PERIOD_MICROS: u64 = 100_000;
 
 /// Running host processes, each in its CPU-capped cgroup. Dropping it (also on an error
-/// half-way) kills the processes and removes their cgroups.
+/// half-way through [`CappedHosts::start`]) kills the processes and removes their cgroups.
 pub struct CappedHosts {
-    hosts: Vec<CappedHost>,
+    /// Held for their `Drop`.
+    _hosts: Vec<CappedHost>,
 }
 
 struct CappedHost {
@@ -72,15 +73,7 @@ impl CappedHosts {
                 .with_context(|| format!("move {host_id}'s worker into its cgroup"))?;
             hosts.push(host);
         }
-        Ok(Self { hosts })
-    }
-
-    /// Stops every host process and removes the cgroups.
-    pub fn stop(self) {
-        // Each host is killed and its cgroup removed as it is dropped.
-        for host in self.hosts {
-            drop(host);
-        }
+        Ok(Self { _hosts: hosts })
     }
 }
 

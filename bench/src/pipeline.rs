@@ -182,7 +182,8 @@ impl Hosts {
     async fn stop(self) {
         match self {
             Self::InProcess(in_process) => in_process.stop().await,
-            Self::Capped(capped) => capped.stop(),
+            // Killed, and their cgroups removed, as they are dropped.
+            Self::Capped(capped) => drop(capped),
         }
     }
 }

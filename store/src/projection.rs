@@ -29,21 +29,29 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-/// Record writes of this process by outcome: `written`, or `conflict` (another writer was
-/// first; the record is read again and the fold retried). Every written record change reaches
-/// every worker's record index, so this says what the projection costs per gateway.
-static RECORD_WRITES: LazyLock<Family<OutcomeLabel, Counter>> = LazyLock::new(|| {
-    register(
+/// This process's record writes, `krane_store_record_writes_total{outcome}`: `written`, or
+/// `conflict` (another writer was first; the record is read again and the fold retried).
+/// Every written record change reaches every worker's record index, so this says what the
+/// projection costs per gateway. Both counters are made with the family, so both are listed
+/// from the start and a write costs no label lookup.
+struct RecordWrites {
+    written: Counter,
+    conflicts: Counter,
+}
+
+static RECORD_WRITES: LazyLock<RecordWrites> = LazyLock::new(|| {
+    let family: Family<OutcomeLabel, Counter> = register(
         "store_record_writes",
         "Compare-and-set writes of gateway records, by outcome (written, conflict)",
         Family::default(),
-    )
+    );
+    RecordWrites {
+        written: family.get_or_create_owned(&OutcomeLabel { outcome: "written" }),
+        conflicts: family.get_or_create_owned(&OutcomeLabel {
+            outcome: "conflict",
+        }),
+    }
 });
-
-const WRITTEN: OutcomeLabel = OutcomeLabel { outcome: "written" };
-const CONFLICT: OutcomeLabel = OutcomeLabel {
-    outcome: "conflict",
-};
 
 /// Registers the record write metric, so it is listed before the first write.
 pub fn register_metrics() {
@@ -53,11 +61,7 @@ pub fn register_metrics() {
 /// This process's record writes so far: (written, conflicts). For benchmarks and tests; an
 /// operator reads `krane_store_record_writes_total`.
 pub fn record_writes() -> (u64, u64) {
-    // Owned counters: a read guard of the family held while the second label is created
-    // would deadlock.
-    let written = RECORD_WRITES.get_or_create_owned(&WRITTEN);
-    let conflicts = RECORD_WRITES.get_or_create_owned(&CONFLICT);
-    (written.get(), conflicts.get())
+    (RECORD_WRITES.written.get(), RECORD_WRITES.conflicts.get())
 }
 
 /// A stored record with the KV revision it was read at (0 = no such key).
@@ -196,14 +200,14 @@ impl Store {
             };
             match written {
                 Ok(revision) => {
-                    RECORD_WRITES.get_or_create(&WRITTEN).inc();
+                    RECORD_WRITES.written.inc();
                     return Ok(StoredRecord {
                         record: Some(record),
                         revision,
                     });
                 }
                 Err((true, _conflict)) => {
-                    RECORD_WRITES.get_or_create(&CONFLICT).inc();
+                    RECORD_WRITES.conflicts.inc();
                     continue;
                 }
                 Err((false, error)) => return Err(StoreError::Unavailable(error)),

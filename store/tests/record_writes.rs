@@ -53,4 +53,14 @@ async fn writes_and_lost_races_of_records_are_counted() {
     // A fold that changes nothing writes nothing.
     store.project_command(seq, &command).await.expect("folded");
     assert_eq!(record_writes(), (written_before + 2, conflicts_before + 1));
+
+    // What an operator scrapes is the same two counters.
+    let exposed = krane_platform::metrics::render();
+    let (written, conflicts) = record_writes();
+    for line in [
+        format!("krane_store_record_writes_total{{outcome=\"written\"}} {written}"),
+        format!("krane_store_record_writes_total{{outcome=\"conflict\"}} {conflicts}"),
+    ] {
+        assert!(exposed.contains(&line), "{line} missing from:\n{exposed}");
+    }
 }
