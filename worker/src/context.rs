@@ -6,6 +6,7 @@ use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
 use crate::runtime::ContainerRuntime;
+use crate::runtime::held::HeldGateways;
 use krane_core::images::ImagePolicy;
 use krane_store::Store;
 use std::sync::Arc;
@@ -17,6 +18,10 @@ pub struct Worker {
     pub store: Store,
     /// This host's container engine.
     pub runtime: Arc<dyn ContainerRuntime>,
+    /// The gateways `runtime` was last seen to hold containers of (kept by
+    /// [`Remembering`](crate::runtime::held::Remembering) around it; never listed, and so
+    /// ruling nothing out, when the runtime is not wrapped).
+    pub held: HeldGateways,
     /// This host.
     pub host: HostIdentity,
     /// The live hosts, kept by a watch of the hosts bucket.

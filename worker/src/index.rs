@@ -370,13 +370,8 @@ mod tests {
 
     fn create(gateway: &str) -> Command {
         let spec = GatewaySpec {
-            namespace: "ns".into(),
             gateway_id: gateway.into(),
-            workspace_id: "ws".into(),
-            image: "img:1".into(),
-            replicas: 1,
-            cpu_millicores: 100,
-            memory_mib: 32,
+            ..crate::reconcile::fixtures::spec(1, "img:1")
         };
         Command::create(spec, vec!["h1".into()])
     }

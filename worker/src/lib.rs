@@ -43,6 +43,7 @@ use crate::intake::consumer::{self, ConsumerSettings};
 use crate::intake::resync::{self, ResyncSettings};
 use crate::reconcile::Reconciler;
 use crate::runtime::ContainerRuntime;
+use crate::runtime::held::{HeldGateways, Remembering};
 use anyhow::Context;
 use krane_store::Store;
 use std::sync::Arc;
@@ -61,10 +62,12 @@ pub async fn run(
     }
     let images = krane_core::images::ImagePolicy::new(&config.allowed_images)
         .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
+    let held = HeldGateways::default();
     let worker = Worker {
         images: Arc::new(images),
         store,
-        runtime,
+        runtime: Arc::new(Remembering::new(runtime, held.clone())),
+        held,
         host: HostIdentity {
             host_id: config.host_id(),
             advertise_host: config.advertise_host.clone(),

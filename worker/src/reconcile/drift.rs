@@ -29,8 +29,9 @@ pub enum Triage {
     /// placement arrives as a newer command (and should it not, any worker's scheduler places
     /// what stayed unplaced too long).
     LeaveToPlacer,
-    /// Nothing is placed here and nothing was reported here: done, unless the engine shows a
-    /// container of the gateway here after all (the caller looks).
+    /// Nothing is placed here and nothing was reported here: done, unless the engine holds a
+    /// container of the gateway here after all (the caller looks: in what the engine was last
+    /// seen to hold, `runtime::held`, and in the engine when that cannot rule one out).
     NothingHereUnlessEngineSays,
     /// Reconcile.
     Reconcile,

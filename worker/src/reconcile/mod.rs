@@ -22,7 +22,7 @@
 pub(crate) mod drift;
 mod execute;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod image;
 mod intent;
 mod memory;
@@ -196,6 +196,10 @@ impl Reconciler {
                 Some(Outcome::Converged)
             }
             drift::Triage::NothingHereUnlessEngineSays => {
+                if worker.held.surely_none_of(key) {
+                    debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "nothing of this gateway here since the engine was listed");
+                    return Some(Outcome::Converged);
+                }
                 match worker.runtime.list_gateway(key).await {
                     Ok(containers) if containers.is_empty() => {
                         debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "nothing of this gateway here");

@@ -9,6 +9,7 @@ use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
 use crate::runtime::fake::FakeRuntime;
+use crate::runtime::held::{HeldGateways, Remembering};
 use crate::runtime::{ContainerRuntime, PullProgress};
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
@@ -20,6 +21,7 @@ use krane_tests::NatsServer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 struct Setup {
     _nats: NatsServer,
@@ -43,7 +45,12 @@ impl Setup {
 
     /// A reconciler on host h1.
     fn reconciler(&self, rollout_timeout: Duration) -> Reconciler {
-        let worker = Worker {
+        Reconciler::new(self.worker(), 4, rollout_timeout)
+    }
+
+    /// Host h1's context: the fake runtime as it is, no index, no hosts heard.
+    fn worker(&self) -> Worker {
+        Worker {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             host: HostIdentity {
@@ -53,8 +60,8 @@ impl Setup {
             hosts: HostsView::new(Duration::from_secs(15)),
             records: RecordIndex::default(),
             images: Arc::default(),
-        };
-        Reconciler::new(worker, 4, rollout_timeout)
+            held: Default::default(),
+        }
     }
 
     /// Stores a command as the API does (publish, then fold into the record); returns its
@@ -466,6 +473,57 @@ async fn a_command_asking_of_this_host_what_it_converged_at_needs_no_reconcile()
     let seq = setup.command(&updated).await;
     let outcome = reconciler.reconcile_command(&key(), seq, &updated, 1).await;
     assert!(!matches!(outcome, Ok(Outcome::Converged)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_command_for_other_hosts_needs_no_engine_call_once_this_hosts_containers_were_listed() {
+    let setup = Setup::start().await;
+    let stop = CancellationToken::new();
+    let mut worker = setup.worker();
+    let held = HeldGateways::default();
+    worker.runtime = Arc::new(Remembering::new(setup.runtime.clone(), held.clone()));
+    worker.held = held;
+    tokio::spawn(crate::index::follow(
+        setup.store.clone(),
+        worker.records.clone(),
+        stop.clone(),
+    ));
+    let runtime = worker.runtime.clone();
+    let records = worker.records.clone();
+    let reconciler = Reconciler::new(worker, 4, Duration::from_secs(60));
+    let elsewhere = Command::create(spec(2, "img:1"), vec!["h2".into(), "h3".into()]);
+    let seq = setup.command(&elsewhere).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while records
+        .get(&key())
+        .is_none_or(|record| record.intent_seq != seq)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the index never showed the command"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The engine is down: a delivery that has to ask it cannot settle.
+    setup.runtime.set_down(true);
+    let outcome = reconciler
+        .reconcile_command(&key(), seq, &elsewhere, 1)
+        .await;
+    assert!(
+        !matches!(outcome, Ok(Outcome::Converged)),
+        "before this host's containers were listed the engine is asked: {outcome:?}"
+    );
+    setup.runtime.set_down(false);
+    runtime
+        .list_owned("h1")
+        .await
+        .expect("listed, as the resync does");
+    setup.runtime.set_down(true);
+    let outcome = reconciler
+        .reconcile_command(&key(), seq, &elsewhere, 1)
+        .await;
+    assert_eq!(outcome.expect("settled from memory"), Outcome::Converged);
+    stop.cancel();
 }
 
 /// Reconciles until the outcome is no longer a requeue (at most `rounds` times).

@@ -139,10 +139,7 @@ fn label(container: &ReplicaContainer, name: &str) -> String {
 }
 
 fn gateway_of(container: &ReplicaContainer) -> GatewayKey {
-    GatewayKey::new(
-        label(container, names::LABEL_NAMESPACE),
-        label(container, names::LABEL_GATEWAY_ID),
-    )
+    container.gateway()
 }
 
 /// A container as the engine shows it; one of a crashing image keeps restarting.

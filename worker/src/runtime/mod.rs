@@ -3,6 +3,7 @@
 //!
 //! - [`docker`]: `DockerRuntime`, the trait on a real engine through bollard.
 //! - [`instrumented`]: any runtime with a `docker` span, latency and errors per call.
+//! - [`held`]: any runtime, remembering which gateways it was last seen to hold containers of.
 //! - [`readiness`]: whether a running container serves (health checks, port probes, exits).
 //! - [`pull`]: pulls, pure: how far one got, whose credentials go to which registry.
 //! - `fake` (feature `fake-runtime`, and in unit tests): `FakeRuntime`, in memory, with
@@ -11,6 +12,7 @@
 pub mod docker;
 #[cfg(any(test, feature = "fake-runtime"))]
 pub mod fake;
+pub mod held;
 pub mod instrumented;
 pub mod pull;
 pub mod readiness;
@@ -60,6 +62,15 @@ impl ReplicaContainer {
             nano_cpus: spec.nano_cpus(),
             memory_bytes: spec.memory_bytes(),
         }
+    }
+
+    /// The gateway it belongs to, from its namespace and gateway labels.
+    pub fn gateway(&self) -> GatewayKey {
+        let label = |name: &str| self.labels.get(name).cloned().unwrap_or_default();
+        GatewayKey::new(
+            label(names::LABEL_NAMESPACE),
+            label(names::LABEL_GATEWAY_ID),
+        )
     }
 }
 
