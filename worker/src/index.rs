@@ -44,6 +44,16 @@ struct Records {
 
 impl Records {
     fn put(&mut self, key: String, record: Arc<GatewayRecord>) {
+        // Most changes are reports about replicas already counted: the same command (so the
+        // same placement and limits) naming the same hosts. Nothing derived changes then.
+        if let Some(stored) = self.by_key.get_mut(&key)
+            && stored.intent_seq == record.intent_seq
+            && stored.intent == record.intent
+            && hosts_named_by(stored) == hosts_named_by(&record)
+        {
+            *stored = record;
+            return;
+        }
         self.remove(&key);
         for host in hosts_named_by(&record) {
             // Most puts name hosts already counted: no new key to allocate.
@@ -363,6 +373,7 @@ pub(crate) async fn pause_before_reopening(delay: &mut Duration, stop: &Cancella
 mod tests {
     use super::*;
     use krane_core::command::Command;
+    use krane_core::event::{InstanceObserved, ObservedState};
     use krane_core::names;
     use krane_core::spec::GatewaySpec;
     use krane_store::NatsArgs;
@@ -423,6 +434,44 @@ mod tests {
         records.remove("ns.b");
         records.remove("ns.b");
         assert!(records.named.is_empty() && records.by_key.is_empty());
+    }
+
+    #[test]
+    fn a_report_replaces_the_record_and_counts_a_host_it_names_anew() {
+        let mut records = Records::default();
+        let record = placed("a", &["h1", "h2"]);
+        records.put("ns.a".into(), Arc::new(record.clone()));
+        let report = |record: &GatewayRecord, host: &str, seq: u64| {
+            let event = InstanceObserved {
+                namespace: "ns".into(),
+                gateway_id: "a".into(),
+                replica: 0,
+                template: record
+                    .intent
+                    .spec()
+                    .map(GatewaySpec::template)
+                    .unwrap_or_default(),
+                state: ObservedState::Running,
+                address: String::new(),
+                reason: String::new(),
+                host_id: host.into(),
+            };
+            GatewayRecord::apply_event(Some(record.clone()), seq, &event).expect("folded")
+        };
+        // h1 reports its replica: same command, same hosts; the record is the new one.
+        let reported = report(&record, "h1", 1);
+        records.put("ns.a".into(), Arc::new(reported.clone()));
+        assert_eq!(records.by_key["ns.a"].as_ref(), &reported);
+        assert_eq!(records.named["h1"], 1);
+        assert_eq!(records.placed["h1"], 1);
+        // h3 reports an instance it still runs: h3 is named from now on.
+        let from_h3 = report(&reported, "h3", 2);
+        records.put("ns.a".into(), Arc::new(from_h3));
+        let named: Vec<&String> = records.named.keys().collect();
+        assert_eq!(named, ["h1", "h2", "h3"]);
+        assert_eq!(records.placed.get("h3"), None, "reported, not placed there");
+        records.remove("ns.a");
+        assert!(records.named.is_empty() && records.placed.is_empty());
     }
 
     #[test]
