@@ -79,6 +79,9 @@ struct Run {
     judged_seconds: f64,
     /// Seconds from the kill until every gateway it ran is RUNNING elsewhere.
     failover_seconds: f64,
+    /// Per surviving host, in host order: how often it listed one gateway's containers on its
+    /// engine (a `ContainerList` on Docker) from the kill until all moved.
+    gateway_listings_during_move: Vec<u64>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
@@ -102,6 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             "last heartbeat → kill (s)",
             "kill → first moved (s)",
             "kill → all RUNNING elsewhere (s)",
+            "engine listings per surviving host during the move (median, max)",
         ],
     );
     let mut runs = Vec::new();
@@ -125,6 +129,19 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             cell(run.heartbeat_before_kill_seconds),
             cell(run.judged_seconds),
             cell(run.failover_seconds),
+            format!(
+                "{}, {}",
+                cell(median(
+                    run.gateway_listings_during_move
+                        .iter()
+                        .map(|listings| *listings as f64)
+                )),
+                run.gateway_listings_during_move
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or(0)
+            ),
         ]);
         runs.push(run);
     }
@@ -262,6 +279,13 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
             .find(|host| host.info.host_id == victim)
             .map(|host| host.last_heard)
     };
+    let listings = |hosts: &[Host]| -> Vec<u64> {
+        hosts
+            .iter()
+            .map(|host| host.runtime.gateway_listings())
+            .collect()
+    };
+    let listings_before = listings(&hosts);
     let killed = Instant::now();
     let heartbeat_before_kill_seconds = last_heartbeat
         .and_then(|heard| SystemTime::now().duration_since(heard).ok())
@@ -271,6 +295,13 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
     hosts[victim_index].task.abort();
     let first_move = tokio::time::timeout(Duration::from_secs(600), moved).await???;
     let failover_seconds = killed.elapsed().as_secs_f64();
+    let gateway_listings_during_move: Vec<u64> = listings(&hosts)
+        .into_iter()
+        .zip(listings_before)
+        .enumerate()
+        .filter(|(index, _)| *index != victim_index)
+        .map(|(_, (after, before))| after.saturating_sub(before))
+        .collect();
     let judged_seconds = first_move.saturating_duration_since(killed).as_secs_f64();
     eprintln!(
         "last heartbeat {heartbeat_before_kill_seconds:.1} s before the kill; first replica placed elsewhere after {judged_seconds:.1} s, all moved after {failover_seconds:.1} s"
@@ -293,6 +324,7 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         heartbeat_before_kill_seconds,
         judged_seconds,
         failover_seconds,
+        gateway_listings_during_move,
     })
 }
 

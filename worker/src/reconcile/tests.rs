@@ -519,10 +519,16 @@ async fn a_command_for_other_hosts_needs_no_engine_call_once_this_hosts_containe
         .await
         .expect("listed, as the resync does");
     setup.runtime.set_down(true);
+    let listings = setup.runtime.gateway_listings();
     let outcome = reconciler
         .reconcile_command(&key(), seq, &elsewhere, 1)
         .await;
     assert_eq!(outcome.expect("settled from memory"), Outcome::Converged);
+    assert_eq!(
+        setup.runtime.gateway_listings(),
+        listings,
+        "the engine was not asked"
+    );
     stop.cancel();
 }
 

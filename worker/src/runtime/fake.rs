@@ -13,11 +13,14 @@ use krane_core::names::{self, GatewayKey};
 use krane_core::placement::Resources;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
+    /// Calls of `list_gateway` so far (what a real engine answers with a `ContainerList`).
+    gateway_listings: AtomicU64,
 }
 
 #[derive(Default)]
@@ -73,6 +76,12 @@ impl FakeRuntime {
             state.images.remove(image);
             state.pullable.insert(image.to_string(), (steps, each));
         }
+    }
+
+    /// How many times one gateway's containers were listed (`list_gateway`), failed calls
+    /// included.
+    pub fn gateway_listings(&self) -> u64 {
+        self.gateway_listings.load(Ordering::Relaxed)
     }
 
     pub fn set_down(&self, down: bool) {
@@ -213,6 +222,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn list_gateway(&self, key: &GatewayKey) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.gateway_listings.fetch_add(1, Ordering::Relaxed);
         self.with_state(|state| {
             let names = state.by_gateway.get(key).into_iter().flatten();
             Ok(names
