@@ -2,11 +2,11 @@
 //! by [`Remembering`], a runtime that passes every call through and notes what it shows.
 //!
 //! Every host's consumer receives every command; most concern other hosts. For one that places
-//! nothing here and that the records show nothing of here, the engine used to be asked
-//! whether it holds a container of the gateway anyway: one `ContainerList` per host per
-//! command, so each host's engine load grew with the whole fleet's commands. With this memory
-//! the answer comes from what the engine showed last; the engine is asked only when the
-//! memory cannot rule a container out.
+//! nothing here and that the records show nothing of here, a container of the gateway may
+//! still be here (the records lag, or a replica moved away). Asking the engine each time would
+//! cost one `ContainerList` per host per command: each host's engine load would grow with the
+//! whole fleet's commands. With this memory the answer comes from what the engine showed
+//! last; the engine is asked only when the memory cannot rule a container out.
 //!
 //! The memory errs only towards "may hold": a gateway is noted as held when a container of it
 //! is created, listed, or changes on the engine, and forgotten only when listing that gateway
