@@ -112,6 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     for &gateways in &args.gateways {
         let run = measure(&args, gateways).await?;
         let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+        let listings: Vec<f64> = run
+            .gateway_listings_during_move
+            .iter()
+            .map(|listings| *listings as f64)
+            .collect();
         table.row(vec![
             gateways.to_string(),
             cell(run.running_seconds),
@@ -131,16 +136,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             cell(run.failover_seconds),
             format!(
                 "{}, {}",
-                cell(median(
-                    run.gateway_listings_during_move
-                        .iter()
-                        .map(|listings| *listings as f64)
-                )),
-                run.gateway_listings_during_move
-                    .iter()
-                    .max()
-                    .copied()
-                    .unwrap_or(0)
+                cell(median(listings.iter().copied())),
+                cell(max(&listings))
             ),
         ]);
         runs.push(run);

@@ -43,7 +43,7 @@ use crate::intake::consumer::{self, ConsumerSettings};
 use crate::intake::resync::{self, ResyncSettings};
 use crate::reconcile::Reconciler;
 use crate::runtime::ContainerRuntime;
-use crate::runtime::held::{HeldGateways, Remembering};
+use crate::runtime::held::Remembering;
 use anyhow::Context;
 use krane_store::Store;
 use std::sync::Arc;
@@ -62,11 +62,11 @@ pub async fn run(
     }
     let images = krane_core::images::ImagePolicy::new(&config.allowed_images)
         .map_err(|error| anyhow::anyhow!("--allowed-images: {error}"))?;
-    let held = HeldGateways::default();
+    let (runtime, held) = Remembering::wrap(runtime);
     let worker = Worker {
         images: Arc::new(images),
         store,
-        runtime: Arc::new(Remembering::new(runtime, held.clone())),
+        runtime,
         held,
         host: HostIdentity {
             host_id: config.host_id(),

@@ -9,7 +9,7 @@ use crate::hosts::HostIdentity;
 use crate::hosts::view::HostsView;
 use crate::index::RecordIndex;
 use crate::runtime::fake::FakeRuntime;
-use crate::runtime::held::{HeldGateways, Remembering};
+use crate::runtime::held::Remembering;
 use crate::runtime::{ContainerRuntime, PullProgress};
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
@@ -480,9 +480,7 @@ async fn a_command_for_other_hosts_needs_no_engine_call_once_this_hosts_containe
     let setup = Setup::start().await;
     let stop = CancellationToken::new();
     let mut worker = setup.worker();
-    let held = HeldGateways::default();
-    worker.runtime = Arc::new(Remembering::new(setup.runtime.clone(), held.clone()));
-    worker.held = held;
+    (worker.runtime, worker.held) = Remembering::wrap(setup.runtime.clone());
     tokio::spawn(crate::index::follow(
         setup.store.clone(),
         worker.records.clone(),

@@ -147,10 +147,6 @@ fn label(container: &ReplicaContainer, name: &str) -> String {
     container.labels.get(name).cloned().unwrap_or_default()
 }
 
-fn gateway_of(container: &ReplicaContainer) -> GatewayKey {
-    container.gateway()
-}
-
 /// A container as the engine shows it; one of a crashing image keeps restarting.
 fn observed(
     fake: &FakeState,
@@ -163,7 +159,7 @@ fn observed(
     };
     ObservedContainer {
         name: container.name.clone(),
-        gateway: gateway_of(container),
+        gateway: container.gateway(),
         replica: label(container, names::LABEL_REPLICA).parse().ok(),
         template: label(container, names::LABEL_TEMPLATE),
         state,
@@ -252,7 +248,7 @@ impl ContainerRuntime for FakeRuntime {
             entry.1 = ContainerState::Running;
             state
                 .by_gateway
-                .entry(gateway_of(container))
+                .entry(container.gateway())
                 .or_default()
                 .insert(container.name.clone());
             Ok(())
@@ -281,7 +277,7 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         self.with_state(|state| {
             if let Some((container, _, _)) = state.containers.remove(name) {
-                let gateway = gateway_of(&container);
+                let gateway = container.gateway();
                 if let Some(names) = state.by_gateway.get_mut(&gateway) {
                     names.remove(name);
                     if names.is_empty() {

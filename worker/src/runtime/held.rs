@@ -107,8 +107,15 @@ pub struct Remembering {
 }
 
 impl Remembering {
-    pub fn new(inner: Arc<dyn ContainerRuntime>, held: HeldGateways) -> Self {
-        Self { inner, held }
+    /// `inner` wrapped, and the memory the wrapper keeps (the two belong together: the memory
+    /// knows only what passes through this wrapper).
+    pub fn wrap(inner: Arc<dyn ContainerRuntime>) -> (Arc<dyn ContainerRuntime>, HeldGateways) {
+        let held = HeldGateways::default();
+        let wrapped = Self {
+            inner,
+            held: held.clone(),
+        };
+        (Arc::new(wrapped), held)
     }
 }
 
@@ -187,10 +194,9 @@ mod tests {
         }
     }
 
-    fn remembering() -> (Arc<FakeRuntime>, Remembering, HeldGateways) {
+    fn remembering() -> (Arc<FakeRuntime>, Arc<dyn ContainerRuntime>, HeldGateways) {
         let fake = Arc::new(FakeRuntime::with_images(&["img:1"]));
-        let held = HeldGateways::default();
-        let runtime = Remembering::new(fake.clone(), held.clone());
+        let (runtime, held) = Remembering::wrap(fake.clone());
         (fake, runtime, held)
     }
 
