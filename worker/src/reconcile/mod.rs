@@ -307,10 +307,10 @@ impl Reconciler {
                 .with_image(key, &desired, stored, &observed, actions)
                 .await;
             info!(round, actions = actions.len(), waiting, "applying plan");
-            let stored = self
-                .announce_pending(key, &desired, stored, &actions)
+            let (stored, failed) = self
+                .execute_announced(key, &desired, stored, actions)
                 .await?;
-            failures.extend(self.execute(&desired, actions).await);
+            failures.extend(failed);
             let observed = match runtime.list_gateway(key).await {
                 Ok(observed) => observed,
                 Err(error) => {

@@ -189,9 +189,10 @@ impl Reconciler {
         })
     }
 
-    /// Before creating or replacing containers, says so: a Delete arriving meanwhile then shows
-    /// them as TERMINATING, and other hosts see the replica is not running (rolling updates).
-    /// Returns the record as stored afterwards.
+    /// Before (or while, see `execute::announcement_may_wait`) creating or replacing
+    /// containers, says so: a Delete arriving meanwhile then shows them as TERMINATING, and
+    /// other hosts see the replica is not running (rolling updates). Returns the record as
+    /// stored afterwards.
     pub(super) async fn announce_pending(
         &self,
         key: &GatewayKey,

@@ -729,3 +729,139 @@ async fn replicas_waiting_for_their_image_show_the_pulls_progress_at_most_once_a
         "{instances:?}"
     );
 }
+
+impl Setup {
+    /// The record's revision: the bucket's, which only the test's one key writes.
+    async fn revision(&self) -> u64 {
+        let stored = self.store.load_record(&key()).await.expect("read");
+        stored.revision
+    }
+
+    async fn assert_running(&self, replicas: usize) {
+        let instances = self.record().await.instances();
+        assert_eq!(instances.len(), replicas, "{instances:?}");
+        assert!(
+            instances
+                .iter()
+                .all(|i| i.status == InstanceStatus::Running),
+            "{instances:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replicas_created_at_once_are_reported_once_running() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(5));
+    setup
+        .command(&Command::create(spec(3, "img:1"), vec!["h1".into(); 3]))
+        .await;
+    let before = setup.revision().await;
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    assert_eq!(
+        setup.revision().await - before,
+        1,
+        "no PENDING announcement before a quick create"
+    );
+    setup.assert_running(3).await;
+}
+
+#[tokio::test]
+async fn replicas_still_being_created_are_announced_pending() {
+    let setup = Setup::start().await;
+    let reconciler = Arc::new(setup.reconciler(Duration::from_secs(5)));
+    setup
+        .runtime
+        .create_slowly("img:1", super::execute::ANNOUNCE_AFTER * 4);
+    setup
+        .command(&Command::create(spec(2, "img:1"), vec!["h1".into(); 2]))
+        .await;
+    let before = setup.revision().await;
+    let reconciling = tokio::spawn({
+        let reconciler = reconciler.clone();
+        async move { reconciled(&reconciler).await }
+    });
+    let mut seen_pending = false;
+    while !reconciling.is_finished() {
+        let instances = setup.record().await.instances();
+        seen_pending |= instances.len() == 2
+            && instances
+                .iter()
+                .all(|i| i.status == InstanceStatus::Pending);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reconciling.await.expect("joined"), Outcome::Converged);
+    assert!(seen_pending, "PENDING while the creates ran");
+    assert_eq!(
+        setup.revision().await - before,
+        2,
+        "announced, then running"
+    );
+    setup.assert_running(2).await;
+}
+
+#[tokio::test]
+async fn an_update_announces_its_replacements_before_acting() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(5));
+    setup.update_from_img1(&reconciler, "img:2").await;
+    let before = setup.revision().await;
+    let watch = setup
+        .store
+        .watch_record(&key(), before)
+        .await
+        .expect("watch");
+    let _ = reconciled(&reconciler).await;
+    let mut watch = std::pin::pin!(watch);
+    let first = futures::StreamExt::next(&mut watch)
+        .await
+        .expect("a write")
+        .expect("a record")
+        .record
+        .expect("kept");
+    let replaced: Vec<_> = first
+        .instances()
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Pending)
+        .collect();
+    assert!(
+        !replaced.is_empty(),
+        "the first write after the update announces the replacement: {:?}",
+        first.instances()
+    );
+}
+
+#[test]
+fn an_announcement_waits_only_for_creates_of_missing_replicas_outside_an_update() {
+    use super::execute::announcement_may_wait;
+    use super::plan::Action;
+    let create = Action::Create { replica: 0 };
+    let roll = Action::Roll {
+        replica: 1,
+        container: "c1".into(),
+    };
+    let replace = Action::Replace {
+        replica: 1,
+        container: "c1".into(),
+    };
+    let record_of = |command: &Command| GatewayRecord::apply_command(None, 1, command);
+    let fresh = record_of(&Command::create(spec(2, "img:1"), Vec::new())).expect("record");
+    let only_create = [create.clone()];
+    assert!(announcement_may_wait(&only_create, None));
+    assert!(announcement_may_wait(&only_create, Some(&fresh)));
+    assert!(!announcement_may_wait(
+        &[create.clone(), roll],
+        Some(&fresh)
+    ));
+    assert!(!announcement_may_wait(&[replace], Some(&fresh)));
+    let updating = record_of(&Command::create_with(
+        spec(2, "img:2"),
+        Vec::new(),
+        krane_core::rollout::Rollout {
+            previous: Some(Box::new(spec(2, "img:1"))),
+            ..Default::default()
+        },
+    ))
+    .expect("record");
+    assert!(!announcement_may_wait(&only_create, Some(&updating)));
+}

@@ -36,6 +36,8 @@ struct FakeState {
     crashing: BTreeMap<String, String>,
     /// Images a pull brings, with the progress it reports, one step per interval.
     pullable: BTreeMap<String, (Vec<PullProgress>, Duration)>,
+    /// Images whose containers take this long to create and start.
+    slow_creates: BTreeMap<String, Duration>,
     next_port: u16,
     /// When set, every call fails as if the engine were down.
     down: bool,
@@ -75,6 +77,14 @@ impl FakeRuntime {
         if let Ok(mut state) = self.state.lock() {
             state.images.remove(image);
             state.pullable.insert(image.to_string(), (steps, each));
+        }
+    }
+
+    /// Makes creating and starting a container of `image` take `delay` (a large image
+    /// unpacked, a slow engine).
+    pub fn create_slowly(&self, image: &str, delay: Duration) {
+        if let Ok(mut state) = self.state.lock() {
+            state.slow_creates.insert(image.to_string(), delay);
         }
     }
 
@@ -229,6 +239,14 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn create_and_start(&self, container: &ReplicaContainer) -> Result<(), RuntimeError> {
+        let delay = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|state| state.slow_creates.get(&container.image).copied());
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         self.with_state(|state| {
             if !state.images.contains(&container.image) {
                 return Err(RuntimeError::ImageUnavailable {
