@@ -28,10 +28,7 @@ pub(super) fn announcement_may_wait(actions: &[Action], record: Option<&GatewayR
     let only_creates = actions
         .iter()
         .all(|action| matches!(action, Action::Create { .. }));
-    let updating = record
-        .and_then(|record| record.intent.rollout())
-        .is_some_and(|rollout| rollout.previous.is_some());
-    only_creates && !updating
+    only_creates && !super::rollout::is_updating(record)
 }
 
 impl Reconciler {

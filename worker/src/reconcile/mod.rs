@@ -331,6 +331,15 @@ impl Reconciler {
                     permanent,
                 });
             }
+            // Done as planned, outside an update (whose watch the next round runs): another
+            // round would only read the same command again. A newer one is delivered anyway.
+            let updating = written
+                .as_ref()
+                .is_some_and(|stored| rollout::is_updating(stored.record.as_ref()));
+            if waiting == 0 && !updating && plan::plan(key, &desired, &observed).is_empty() {
+                debug!(round, seq, "converged as planned");
+                return ended(Outcome::Converged);
+            }
         }
         warn!("still changing after {MAX_ROUNDS} rounds; leaving it to the next delivery");
         Ok((

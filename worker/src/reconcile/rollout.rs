@@ -11,6 +11,13 @@ use krane_core::event::ObservedState;
 use krane_core::record::GatewayRecord;
 use std::collections::BTreeSet;
 
+/// Whether the record's latest command is an update still rolling away from an earlier spec.
+pub fn is_updating(record: Option<&GatewayRecord>) -> bool {
+    record
+        .and_then(|record| record.intent.rollout())
+        .is_some_and(|rollout| rollout.previous.is_some())
+}
+
 /// Rolling updates: lets through the `Roll`s of the replicas [`replicas_to_roll`] names, and
 /// every roll of an extra replica of a surge (a container left with another template at its
 /// index, from a scale-down; nothing the gateway counts on). Returns the actions to run now

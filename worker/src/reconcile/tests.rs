@@ -865,3 +865,22 @@ fn an_announcement_waits_only_for_creates_of_missing_replicas_outside_an_update(
     .expect("record");
     assert!(!announcement_may_wait(&only_create, Some(&updating)));
 }
+
+#[tokio::test]
+async fn work_done_as_planned_ends_the_reconcile_without_another_round() {
+    let setup = Setup::start().await;
+    let reconciler = setup.reconciler(Duration::from_secs(5));
+    setup
+        .converge(&reconciler, &Command::create(spec(2, "img:1"), Vec::new()))
+        .await;
+    assert_eq!(
+        setup.runtime.gateway_listings(),
+        2,
+        "listed before and after creating; nothing read again"
+    );
+    setup.command(&Command::delete(&key())).await;
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    assert_eq!(setup.runtime.gateway_listings(), 4);
+    assert!(setup.runtime.container_names().is_empty());
+    assert!(setup.record().await.is_gone());
+}
