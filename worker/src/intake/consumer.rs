@@ -19,7 +19,7 @@ use krane_core::names::GatewayKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -106,10 +106,7 @@ pub async fn run(
                 }
             };
             let handler = handler.clone();
-            tracker.spawn(async move {
-                handler.handle(message).await;
-                drop(permit);
-            });
+            tracker.spawn(async move { handler.handle(message, permit).await });
         }
     }
     info!(
@@ -137,7 +134,10 @@ struct Handler {
 }
 
 impl Handler {
-    async fn handle(&self, message: Message) {
+    /// Handles one delivery; `slot` (one of `--concurrency`) is held while it is worked on,
+    /// and given up before a final answer is confirmed by the server: waiting for that
+    /// round trip (long on a busy cluster) must not keep the next delivery waiting.
+    async fn handle(&self, message: Message, slot: OwnedSemaphorePermit) {
         let _in_flight = metrics::in_flight();
         let (seq, deliveries) = match message.info() {
             Ok(info) => {
@@ -175,10 +175,10 @@ impl Handler {
             seq,
             deliveries,
         };
-        self.handle_command(&delivery).instrument(span).await;
+        self.handle_command(&delivery, slot).instrument(span).await;
     }
 
-    async fn handle_command(&self, delivery: &Delivery<'_>) {
+    async fn handle_command(&self, delivery: &Delivery<'_>, slot: OwnedSemaphorePermit) {
         let Delivery {
             message,
             command,
@@ -221,6 +221,9 @@ impl Handler {
             engine_error = Some(error);
         }
         let decision = policy::decide(&handled, history);
+        if decision.is_final() {
+            drop(slot);
+        }
         self.carry_out(delivery, decision, &reason, engine_error)
             .await;
     }

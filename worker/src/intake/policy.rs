@@ -64,6 +64,12 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// True for answers that end the delivery with nothing left to do but tell the server
+    /// (acknowledge or terminate).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Terminate)
+    }
+
     /// The `outcome` label of `krane_worker_commands_total`.
     pub fn label(&self) -> &'static str {
         match self {
@@ -243,5 +249,20 @@ mod tests {
             }
         );
         assert_eq!(decision.label(), "waiting");
+    }
+
+    #[test]
+    fn only_answers_that_report_nothing_more_are_final() {
+        let converged = decide(&Handled::Reconciled(Outcome::Converged), history(0, 1));
+        assert!(converged.is_final());
+        assert!(decide(&Handled::Undecodable, history(0, 1)).is_final());
+        let failing = Handled::Reconciled(Outcome::Failed {
+            reason: "boom".into(),
+            permanent: false,
+        });
+        // A retry and giving up both still report to the record before answering.
+        assert!(!decide(&failing, history(0, 1)).is_final());
+        assert!(!decide(&failing, history(4, 5)).is_final());
+        assert!(!decide(&Handled::Interrupted, history(0, 1)).is_final());
     }
 }
