@@ -82,6 +82,11 @@ struct Run {
     /// Per surviving host, in host order: how often it listed one gateway's containers on its
     /// engine (a `ContainerList` on Docker) from the kill until all moved.
     gateway_listings_during_move: Vec<u64>,
+    /// Seconds from the first placement elsewhere until half, 90 % and all of the victim's
+    /// gateways were placed elsewhere (the scheduler's share of the move) …
+    placed_after_judged_seconds: [f64; 3],
+    /// … and until they were RUNNING elsewhere (placing, then the new hosts' reconciles).
+    running_after_judged_seconds: [f64; 3],
 }
 
 pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
@@ -106,6 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             "kill → first moved (s)",
             "kill → all RUNNING elsewhere (s)",
             "engine listings per surviving host during the move (median, max)",
+            "first moved → placed: half, all (s)",
+            "first moved → RUNNING: half, all (s)",
         ],
     );
     let mut runs = Vec::new();
@@ -138,6 +145,16 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 "{}, {}",
                 cell(median(listings.iter().copied())),
                 cell(max(&listings))
+            ),
+            format!(
+                "{}, {}",
+                cell(run.placed_after_judged_seconds[0]),
+                cell(run.placed_after_judged_seconds[2])
+            ),
+            format!(
+                "{}, {}",
+                cell(run.running_after_judged_seconds[0]),
+                cell(run.running_after_judged_seconds[2])
             ),
         ]);
         runs.push(run);
@@ -290,7 +307,8 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
     // Every loop of the host stops at once (its heartbeat with them); nothing is handed over.
     hosts[victim_index].stop.cancel();
     hosts[victim_index].task.abort();
-    let first_move = tokio::time::timeout(Duration::from_secs(600), moved).await???;
+    let moves = tokio::time::timeout(Duration::from_secs(600), moved).await???;
+    let first_move = moves.first;
     let failover_seconds = killed.elapsed().as_secs_f64();
     let gateway_listings_during_move: Vec<u64> = listings(&hosts)
         .into_iter()
@@ -322,6 +340,8 @@ async fn measure(args: &Args, gateways: usize) -> anyhow::Result<Run> {
         judged_seconds,
         failover_seconds,
         gateway_listings_during_move,
+        placed_after_judged_seconds: moves.after_first(&moves.placed),
+        running_after_judged_seconds: moves.after_first(&moves.running),
     })
 }
 
@@ -364,15 +384,38 @@ async fn current_records(log: &Store) -> anyhow::Result<BTreeMap<String, Gateway
     Ok(records)
 }
 
+/// When the victim's gateways moved: the first placed off the victim (the loss judged), then
+/// each placed off it, and each RUNNING elsewhere, in the order they were.
+struct Moves {
+    first: Instant,
+    placed: Vec<Instant>,
+    running: Vec<Instant>,
+}
+
+impl Moves {
+    /// Seconds from the first placement until half, 90 % and all of `times`.
+    fn after_first(&self, times: &[Instant]) -> [f64; 3] {
+        [0.5, 0.9, 1.0].map(|share| {
+            let index = ((times.len() as f64 * share).ceil() as usize).saturating_sub(1);
+            times
+                .get(index)
+                .map_or(0.0, |at| at.duration_since(self.first).as_secs_f64())
+        })
+    }
+}
+
 /// Follows the records until every gateway of `waiting` runs all its instances RUNNING, none
-/// on `victim`; returns when the first of them was placed off the victim (the loss judged).
+/// on `victim`.
 async fn wait_moved(
     log: Store,
     victim: String,
     mut waiting: BTreeSet<String>,
-) -> anyhow::Result<Instant> {
+) -> anyhow::Result<Moves> {
     let mut changes = std::pin::pin!(log.watch_records().await?);
     let mut first_move = None;
+    let mut moved_at = Vec::with_capacity(waiting.len());
+    let mut placed = BTreeSet::new();
+    let mut placed_at = Vec::with_capacity(waiting.len());
     while !waiting.is_empty() {
         let Some(change) = changes.next().await else {
             anyhow::bail!("the records watch ended");
@@ -380,18 +423,32 @@ async fn wait_moved(
         if let BucketChange::Put { key, value, .. } = change?
             && waiting.contains(&key)
         {
-            if first_move.is_none() && !value.intent.placement().contains(&victim) {
-                first_move = Some(Instant::now());
+            if !value.intent.placement().contains(&victim) {
+                first_move.get_or_insert_with(Instant::now);
+                if placed.insert(key.clone()) {
+                    placed_at.push(Instant::now());
+                }
             }
             let instances = value.instances();
             let moved = !instances.is_empty()
                 && instances.iter().all(|instance| {
                     instance.status == InstanceStatus::Running && instance.host_id != victim
                 });
-            if moved {
-                waiting.remove(&key);
+            if moved && waiting.remove(&key) {
+                moved_at.push(Instant::now());
             }
         }
     }
-    Ok(first_move.unwrap_or_else(Instant::now))
+    let moves = Moves {
+        first: first_move.unwrap_or_else(Instant::now),
+        placed: placed_at,
+        running: moved_at,
+    };
+    for (what, times) in [("placed", &moves.placed), ("RUNNING", &moves.running)] {
+        let [half, most, all] = moves.after_first(times);
+        eprintln!(
+            "{what} elsewhere after the first move: half {half:.1} s, 90 % {most:.1} s, all {all:.1} s"
+        );
+    }
+    Ok(moves)
 }
