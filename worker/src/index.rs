@@ -20,8 +20,8 @@ use futures::StreamExt;
 use krane_core::names::GatewayKey;
 use krane_core::placement::{HostInfo, Resources};
 use krane_core::record::GatewayRecord;
-use krane_store::{BucketChange, Store};
-use std::collections::{BTreeMap, BTreeSet};
+use krane_store::{BucketChange, Store, StoredRecord};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -40,6 +40,8 @@ struct Records {
     reserved: BTreeMap<String, Resources>,
     /// How many replicas the records' commands place on each host.
     placed: BTreeMap<String, u32>,
+    /// The bucket revision each record was written at.
+    revisions: HashMap<String, u64>,
 }
 
 impl Records {
@@ -266,6 +268,20 @@ impl RecordIndex {
         self.records.read().ok()?.by_key.get(&key.kv_key()).cloned()
     }
 
+    /// The gateway's record with the revision it was written at, as a read of the bucket would
+    /// have answered when the index last heard of it (while the index is current).
+    pub fn stored(&self, key: &GatewayKey) -> Option<StoredRecord> {
+        if !self.is_current() {
+            return None;
+        }
+        let records = self.records.read().ok()?;
+        let kv_key = key.kv_key();
+        Some(StoredRecord {
+            record: Some(GatewayRecord::clone(records.by_key.get(&kv_key)?)),
+            revision: *records.revisions.get(&kv_key)?,
+        })
+    }
+
     /// True while the index follows the bucket (its initial state is in, the watch unbroken).
     pub fn is_current(&self) -> bool {
         self.current_since.borrow().is_some()
@@ -293,10 +309,41 @@ impl RecordIndex {
     }
 }
 
+#[cfg(test)]
+impl RecordIndex {
+    /// A current index holding exactly `stored` (for tests of what reads it).
+    pub(crate) fn holding(stored: &[StoredRecord]) -> Self {
+        let index = Self::default();
+        for stored in stored {
+            if let Some(record) = &stored.record {
+                index.apply(BucketChange::Put {
+                    key: record.key().kv_key(),
+                    value: record.clone(),
+                    revision: stored.revision,
+                    written: std::time::SystemTime::now(),
+                });
+            }
+        }
+        index.current_since.send_replace(Some(Instant::now()));
+        index
+    }
+}
+
 fn apply_to(records: &mut Records, change: BucketChange<GatewayRecord>) {
     match change {
-        BucketChange::Put { key, value, .. } => records.put(key, Arc::new(value)),
-        BucketChange::Removed { key } => records.remove(&key),
+        BucketChange::Put {
+            key,
+            value,
+            revision,
+            ..
+        } => {
+            records.revisions.insert(key.clone(), revision);
+            records.put(key, Arc::new(value));
+        }
+        BucketChange::Removed { key } => {
+            records.revisions.remove(&key);
+            records.remove(&key);
+        }
         BucketChange::Current => {}
     }
 }
@@ -551,8 +598,12 @@ mod tests {
         let follower = tokio::spawn(follow(store.clone(), index.clone(), stop.clone()));
         assert!(index.wait_current(&stop).await);
         assert_eq!(ids(&index), ["a", "b"]);
-        store.project_command(3, &create("c")).await.expect("c");
+        let c = store.project_command(3, &create("c")).await.expect("c");
         until("c is indexed", || ids(&index) == ["a", "b", "c"]).await;
+        // With the revision it was written at, as a read would answer.
+        let indexed = index.stored(&create("c").key()).expect("c's copy");
+        assert_eq!(indexed.revision, c.revision);
+        assert_eq!(indexed.record, c.record);
         let bucket = store
             .jetstream()
             .get_key_value(names::GATEWAYS_BUCKET)
@@ -563,6 +614,7 @@ mod tests {
             .await
             .expect("purged");
         until("a is dropped", || ids(&index) == ["b", "c"]).await;
+        assert!(index.stored(&create("a").key()).is_none());
 
         // The broker restarts on the same store: the index carries on without a restart.
         nats.restart().await;

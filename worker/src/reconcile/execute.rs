@@ -28,7 +28,8 @@ pub(super) fn announcement_may_wait(actions: &[Action], record: Option<&GatewayR
     let only_creates = actions
         .iter()
         .all(|action| matches!(action, Action::Create { .. }));
-    only_creates && !super::rollout::is_updating(record)
+    let updating = record.is_some_and(|record| super::rollout::is_updating(&record.intent));
+    only_creates && !updating
 }
 
 impl Reconciler {

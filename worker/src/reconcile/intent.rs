@@ -5,7 +5,7 @@
 
 use super::plan::Desired;
 use super::{ReconcileError, Reconciler};
-use crate::hosts::placing::{Scope, live_with_self, place_if_needed};
+use crate::hosts::placing::{Placed, Scope, live_with_self, place_if_needed};
 use krane_core::names::GatewayKey;
 use krane_store::StoredRecord;
 
@@ -45,6 +45,7 @@ impl Reconciler {
                 let stored = match placed.projected {
                     Some(stored) => stored,
                     None => {
+                        let known = known.or_else(|| self.indexed_holding(key, &placed));
                         worker
                             .store
                             .project_command_onto(known, placed.seq, &placed.command)
@@ -65,5 +66,20 @@ impl Reconciler {
                 stored: worker.store.load_record(key).await?,
             }),
         }
+    }
+
+    /// The index's copy of the record, when it holds `placed` already and no update rolls:
+    /// it saves reading the record. A copy that lags the bucket costs a conflict on the next
+    /// write (and a read then); an update's gate reads the other hosts' latest reports.
+    fn indexed_holding(&self, key: &GatewayKey, placed: &Placed) -> Option<StoredRecord> {
+        if super::rollout::is_updating(&placed.command) {
+            return None;
+        }
+        self.worker.records.stored(key).filter(|stored| {
+            stored
+                .record
+                .as_ref()
+                .is_some_and(|r| r.intent_seq >= placed.seq)
+        })
     }
 }

@@ -335,7 +335,8 @@ impl Reconciler {
             // round would only read the same command again. A newer one is delivered anyway.
             let updating = written
                 .as_ref()
-                .is_some_and(|stored| rollout::is_updating(stored.record.as_ref()));
+                .and_then(|stored| stored.record.as_ref())
+                .is_some_and(|record| rollout::is_updating(&record.intent));
             if waiting == 0 && !updating && plan::plan(key, &desired, &observed).is_empty() {
                 debug!(round, seq, "converged as planned");
                 return ended(Outcome::Converged);

@@ -7,14 +7,16 @@
 //! holding nothing meanwhile.
 
 use super::plan::Action;
+use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::record::GatewayRecord;
 use std::collections::BTreeSet;
 
-/// Whether the record's latest command is an update still rolling away from an earlier spec.
-pub fn is_updating(record: Option<&GatewayRecord>) -> bool {
-    record
-        .and_then(|record| record.intent.rollout())
+/// Whether `command` is an update still away from the spec it updates (rolling, paused or
+/// rolling back).
+pub fn is_updating(command: &Command) -> bool {
+    command
+        .rollout()
         .is_some_and(|rollout| rollout.previous.is_some())
 }
 

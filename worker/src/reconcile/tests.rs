@@ -884,3 +884,35 @@ async fn work_done_as_planned_ends_the_reconcile_without_another_round() {
     assert!(setup.runtime.container_names().is_empty());
     assert!(setup.record().await.is_gone());
 }
+
+#[tokio::test]
+async fn a_reconcile_starting_from_a_lagging_index_copy_loses_no_other_hosts_report() {
+    let setup = Setup::start().await;
+    let placement = vec!["h1".to_string(), "h1".to_string(), "h2".to_string()];
+    let wanted = spec(3, "img:1");
+    setup
+        .command(&Command::create(wanted.clone(), placement))
+        .await;
+    // The index holds the record as the command left it; h2's report lands after that.
+    let lagging = setup.store.load_record(&key()).await.expect("read");
+    setup
+        .report_from("h2", 2, &wanted, ObservedState::Running)
+        .await;
+    let mut worker = setup.worker();
+    worker.records = RecordIndex::holding(&[lagging]);
+    let reconciler = Reconciler::new(worker, 4, Duration::from_secs(5));
+    assert_eq!(reconciled(&reconciler).await, Outcome::Converged);
+    let mut running: Vec<(u32, String)> = setup
+        .record()
+        .await
+        .instances()
+        .into_iter()
+        .filter(|i| i.status == InstanceStatus::Running)
+        .map(|i| (i.replica, i.host_id))
+        .collect();
+    running.sort();
+    assert_eq!(
+        running,
+        [(0, "h1".to_string()), (1, "h1".into()), (2, "h2".into())]
+    );
+}
