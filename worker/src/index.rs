@@ -14,14 +14,16 @@
 //! The index serves scans only. Every write decision taken from it is still checked against
 //! the log (a placement is stored only if the gateway's latest command is the one the record
 //! shows; a reconcile reads the latest command itself), so a lagging index costs a retry,
-//! never a wrong container.
+//! never a wrong container. A reconcile may fold its reports onto the index's copy of a
+//! record (kept with the revision it was written at): the compare-and-set checks that copy
+//! against the bucket, and a lagging one costs a conflict and a read.
 
 use futures::StreamExt;
 use krane_core::names::GatewayKey;
 use krane_core::placement::{HostInfo, Resources};
 use krane_core::record::GatewayRecord;
 use krane_store::{BucketChange, Store, StoredRecord};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -31,7 +33,7 @@ use tracing::{info, warn};
 /// The records by KV key, with what is derived from them.
 #[derive(Default)]
 struct Records {
-    by_key: BTreeMap<String, Arc<GatewayRecord>>,
+    by_key: BTreeMap<String, Indexed>,
     /// How many records name each host (placing a replica there, or reporting one there).
     named: BTreeMap<String, usize>,
     /// The keys of the records whose latest command has unplaced replicas.
@@ -40,20 +42,25 @@ struct Records {
     reserved: BTreeMap<String, Resources>,
     /// How many replicas the records' commands place on each host.
     placed: BTreeMap<String, u32>,
-    /// The bucket revision each record was written at.
-    revisions: HashMap<String, u64>,
+}
+
+/// One record as the bucket last showed it.
+struct Indexed {
+    record: Arc<GatewayRecord>,
+    /// The bucket revision it was written at.
+    revision: u64,
 }
 
 impl Records {
-    fn put(&mut self, key: String, record: Arc<GatewayRecord>) {
+    fn put(&mut self, key: String, record: Arc<GatewayRecord>, revision: u64) {
         // Most changes are reports about replicas already counted: the same command (so the
         // same placement and limits) naming the same hosts. Nothing derived changes then.
         if let Some(stored) = self.by_key.get_mut(&key)
-            && stored.intent_seq == record.intent_seq
-            && stored.intent == record.intent
-            && hosts_named_by(stored) == hosts_named_by(&record)
+            && stored.record.intent_seq == record.intent_seq
+            && stored.record.intent == record.intent
+            && hosts_named_by(&stored.record) == hosts_named_by(&record)
         {
-            *stored = record;
+            *stored = Indexed { record, revision };
             return;
         }
         self.remove(&key);
@@ -85,11 +92,11 @@ impl Records {
                 }
             }
         }
-        self.by_key.insert(key, record);
+        self.by_key.insert(key, Indexed { record, revision });
     }
 
     fn remove(&mut self, key: &str) {
-        let Some(record) = self.by_key.remove(key) else {
+        let Some(Indexed { record, .. }) = self.by_key.remove(key) else {
             return;
         };
         for host in hosts_named_by(&record) {
@@ -192,7 +199,10 @@ impl RecordIndex {
     pub fn records(&self) -> Vec<Arc<GatewayRecord>> {
         self.records
             .read()
-            .map(|records| records.by_key.values().cloned().collect())
+            .map(|records| {
+                let indexed = records.by_key.values();
+                indexed.map(|indexed| indexed.record.clone()).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -212,7 +222,7 @@ impl RecordIndex {
                 records
                     .unplaced
                     .iter()
-                    .filter_map(|key| records.by_key.get(key).cloned())
+                    .filter_map(|key| Some(records.by_key.get(key)?.record.clone()))
                     .collect()
             })
             .unwrap_or_default()
@@ -236,7 +246,7 @@ impl RecordIndex {
         records
             .by_key
             .get(&key.kv_key())
-            .map(|record| reserved_per_host(record))
+            .map(|indexed| reserved_per_host(&indexed.record))
             .unwrap_or_default()
     }
 
@@ -265,7 +275,8 @@ impl RecordIndex {
         if !self.is_current() {
             return None;
         }
-        self.records.read().ok()?.by_key.get(&key.kv_key()).cloned()
+        let records = self.records.read().ok()?;
+        Some(records.by_key.get(&key.kv_key())?.record.clone())
     }
 
     /// The gateway's record with the revision it was written at, as a read of the bucket would
@@ -275,10 +286,10 @@ impl RecordIndex {
             return None;
         }
         let records = self.records.read().ok()?;
-        let kv_key = key.kv_key();
+        let indexed = records.by_key.get(&key.kv_key())?;
         Some(StoredRecord {
-            record: Some(GatewayRecord::clone(records.by_key.get(&kv_key)?)),
-            revision: *records.revisions.get(&kv_key)?,
+            record: Some(GatewayRecord::clone(&indexed.record)),
+            revision: indexed.revision,
         })
     }
 
@@ -336,14 +347,8 @@ fn apply_to(records: &mut Records, change: BucketChange<GatewayRecord>) {
             value,
             revision,
             ..
-        } => {
-            records.revisions.insert(key.clone(), revision);
-            records.put(key, Arc::new(value));
-        }
-        BucketChange::Removed { key } => {
-            records.revisions.remove(&key);
-            records.remove(&key);
-        }
+        } => records.put(key, Arc::new(value), revision),
+        BucketChange::Removed { key } => records.remove(&key),
         BucketChange::Current => {}
     }
 }
@@ -465,15 +470,15 @@ mod tests {
     #[test]
     fn named_hosts_and_unplaced_gateways_follow_every_put_and_removal() {
         let mut records = Records::default();
-        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h2"])));
-        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])));
+        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h2"])), 1);
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])), 1);
         let named: Vec<&String> = records.named.keys().collect();
         assert_eq!(named, ["h1", "h2"]);
         assert_eq!(records.named["h2"], 2);
         assert_eq!(records.unplaced, BTreeSet::from(["ns.b".to_string()]));
         // b is placed: no longer unplaced; a moves off h1.
-        records.put("ns.b".into(), Arc::new(placed("b", &["h2", "h3"])));
-        records.put("ns.a".into(), Arc::new(placed("a", &["h3", "h2"])));
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", "h3"])), 1);
+        records.put("ns.a".into(), Arc::new(placed("a", &["h3", "h2"])), 1);
         let named: Vec<&String> = records.named.keys().collect();
         assert_eq!(named, ["h2", "h3"]);
         assert!(records.unplaced.is_empty());
@@ -487,7 +492,7 @@ mod tests {
     fn a_report_replaces_the_record_and_counts_a_host_it_names_anew() {
         let mut records = Records::default();
         let record = placed("a", &["h1", "h2"]);
-        records.put("ns.a".into(), Arc::new(record.clone()));
+        records.put("ns.a".into(), Arc::new(record.clone()), 1);
         let report = |record: &GatewayRecord, host: &str, seq: u64| {
             let event = InstanceObserved {
                 namespace: "ns".into(),
@@ -507,13 +512,13 @@ mod tests {
         };
         // h1 reports its replica: same command, same hosts; the record is the new one.
         let reported = report(&record, "h1", 1);
-        records.put("ns.a".into(), Arc::new(reported.clone()));
-        assert_eq!(records.by_key["ns.a"].as_ref(), &reported);
+        records.put("ns.a".into(), Arc::new(reported.clone()), 1);
+        assert_eq!(records.by_key["ns.a"].record.as_ref(), &reported);
         assert_eq!(records.named["h1"], 1);
         assert_eq!(records.placed["h1"], 1);
         // h3 reports an instance it still runs: h3 is named from now on.
         let from_h3 = report(&reported, "h3", 2);
-        records.put("ns.a".into(), Arc::new(from_h3));
+        records.put("ns.a".into(), Arc::new(from_h3), 1);
         let named: Vec<&String> = records.named.keys().collect();
         assert_eq!(named, ["h1", "h2", "h3"]);
         assert_eq!(records.placed.get("h3"), None, "reported, not placed there");
@@ -528,14 +533,14 @@ mod tests {
             millicores: 100,
             mib: 32,
         };
-        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h1", "h2"])));
-        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])));
+        records.put("ns.a".into(), Arc::new(placed("a", &["h1", "h1", "h2"])), 1);
+        records.put("ns.b".into(), Arc::new(placed("b", &["h2", ""])), 1);
         assert_eq!(records.reserved["h1"], each.times(2));
         assert_eq!(records.reserved["h2"], each.times(2));
         // a scales to one replica on h2; b is deleted.
         assert_eq!(records.placed["h1"], 2);
         assert_eq!(records.placed["h2"], 2);
-        records.put("ns.a".into(), Arc::new(placed("a", &["h2"])));
+        records.put("ns.a".into(), Arc::new(placed("a", &["h2"])), 1);
         records.remove("ns.b");
         assert_eq!(records.reserved.get("h1"), None);
         assert_eq!(records.reserved["h2"], each);
