@@ -13,6 +13,7 @@ use krane_core::command::Command;
 use krane_core::names::GatewayKey;
 use krane_core::record::{GatewayRecord, InstanceStatus};
 use krane_core::rollout::{Rollout, UpdatePolicy};
+use krane_core::routing::Replaced;
 use krane_core::spec::GatewaySpec;
 use krane_core::spec::{validate_key, validate_namespace};
 use krane_proto::krane::v1::{
@@ -50,7 +51,7 @@ pub async fn create_gateway(
     let first = next_command(None, &spec, policy);
     if let Some(seq) = state
         .store
-        .publish_command_expecting(&first, 0, caller.name())
+        .publish_command_expecting(&first, 0, caller.name(), Replaced::Nothing)
         .await
         .map_err(storage)?
     {
@@ -276,9 +277,14 @@ async fn write_from_log(
                 )));
             }
         };
+        let replaced = match (&latest, expected) {
+            (Some(latest), _) => Replaced::Command(&latest.command),
+            (None, 0) => Replaced::Nothing,
+            (None, _) => Replaced::Unreadable,
+        };
         if let Some(seq) = state
             .store
-            .publish_command_expecting(&command, expected, author)
+            .publish_command_expecting(&command, expected, author, replaced)
             .await
             .map_err(storage)?
         {

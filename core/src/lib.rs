@@ -12,6 +12,7 @@
 //! - [`placement`]: which live host runs which replica (pure).
 //! - [`rollout`]: update policies, the spec an update returns to, and the judgement of an
 //!   update in progress (pure).
+//! - [`routing`]: which hosts a command concerns (pure).
 //! - [`images`]: the image policy (`--allowed-images`): which images krane runs at all.
 //! - [`codec`]: the one JSON encoding of everything stored.
 
@@ -23,6 +24,7 @@ pub mod names;
 pub mod placement;
 pub mod record;
 pub mod rollout;
+pub mod routing;
 pub mod spec;
 
 pub use command::Command;

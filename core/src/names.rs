@@ -16,6 +16,11 @@ pub const COMMANDS_SUBJECT_PREFIX: &str = "krane.commands";
 pub const EVENTS_STREAM: &str = "KRANE_EVENTS";
 /// Subject prefix of events: `krane.events.<namespace>.<gateway>.<replica>.<host>`.
 pub const EVENTS_SUBJECT_PREFIX: &str = "krane.events";
+/// Stream of work addressed to hosts: a nudge per host and gateway that a command concerns
+/// (the command's body, with its sequence on [`COMMANDS_STREAM`]).
+pub const WORK_STREAM: &str = "KRANE_WORK";
+/// Subject prefix of work: `krane.work.<host>.<namespace>.<gateway>`.
+pub const WORK_SUBJECT_PREFIX: &str = "krane.work";
 /// KV bucket with one `GatewayRecord` per gateway, keyed `<namespace>.<gateway>`.
 pub const GATEWAYS_BUCKET: &str = "krane_gateways";
 /// KV bucket of live hosts: each worker's heartbeat, keyed by host id, expiring with its TTL.
@@ -50,6 +55,11 @@ impl GatewayKey {
             namespace: namespace.into(),
             gateway_id: gateway_id.into(),
         }
+    }
+
+    /// Subject of the work for host `host_id` (a token, see [`host_id`]) about this gateway.
+    pub fn work_subject(&self, host_id: &str) -> String {
+        format!("{WORK_SUBJECT_PREFIX}.{host_id}.{}", self.kv_key())
     }
 
     /// Key of the gateway's record in [`GATEWAYS_BUCKET`].
@@ -116,6 +126,11 @@ pub fn namespace_filters(namespace: Option<&str>) -> (String, String) {
         format!("{COMMANDS_SUBJECT_PREFIX}.{scope}"),
         format!("{EVENTS_SUBJECT_PREFIX}.{scope}"),
     )
+}
+
+/// Subject filter of every work addressed to host `host_id`.
+pub fn work_filter(host_id: &str) -> String {
+    format!("{WORK_SUBJECT_PREFIX}.{host_id}.>")
 }
 
 /// The gateway a command or event subject belongs to (`None`: not a gateway's subject).

@@ -1,17 +1,18 @@
 //! The commands stream: every intent a caller (or a worker placing replicas) stored, one subject
 //! per gateway. Storing is either plain (deduplicated by message id against retries of the same
 //! decision) or conditional on the gateway's latest command; the latest command is read
-//! directly from the stream, never from the projection. Workers consume it through [`intake`].
-//!
-//! [`intake`]: Store::intake
+//! directly from the stream, never from the projection. Workers take it through the dispatch
+//! consumer (`work`), which addresses it to the hosts it concerns.
 
-use crate::{Result, Store, StoreError, encode, layout, unavailable};
+use crate::work::CONCERNS_HEADER;
+use crate::{Result, Store, StoreError, encode, unavailable};
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::names::{self, GatewayKey, short_hash};
-use std::time::{Duration, SystemTime};
+use krane_core::routing::{self, Replaced};
+use std::time::SystemTime;
 use tracing::debug;
 
 /// `Nats-Msg-Id` of `body` written on top of `base` (the expected last sequence): a retried
@@ -72,16 +73,23 @@ impl Store {
     /// write is stored once, and no other write shares it. A duplicate answer counts as this
     /// write only if what it names is still the subject's last message and has this body;
     /// otherwise (a server that checks duplicates before the condition, an id seen long ago)
-    /// it is treated as superseded. `author` names who asked ([`AUTHOR_HEADER`]).
+    /// it is treated as superseded. `author` names who asked ([`AUTHOR_HEADER`]); `replaced`
+    /// is the command the decision was taken from (the one at `expected_last_seq`, or the
+    /// latest decodable before it), which says the hosts the command concerns
+    /// ([`crate::work::CONCERNS_HEADER`]).
     pub async fn publish_command_expecting(
         &self,
         command: &Command,
         expected_last_seq: u64,
         author: &str,
+        replaced: Replaced<'_>,
     ) -> Result<Option<u64>> {
         let body = encode("command", command)?;
-        let message = PublishMessage::build()
-            .header(AUTHOR_HEADER, header_safe(author))
+        let mut message = PublishMessage::build().header(AUTHOR_HEADER, header_safe(author));
+        if let Some(hosts) = routing::concerned_hosts(replaced, command) {
+            message = message.header(CONCERNS_HEADER, routing::hosts_header(&hosts).as_str());
+        }
+        let message = message
             .message_id(message_id(&body, expected_last_seq))
             .payload(body.clone())
             .expected_last_subject_sequence(expected_last_seq);
@@ -239,32 +247,6 @@ impl Store {
                 reason: "no command on the subject can be decoded".into(),
             }),
         }
-    }
-
-    /// Creates (or finds) a host's durable intake consumer ([`layout::intake_consumer`]) and
-    /// starts pulling from it, `batch` messages at a time: no more than the caller works at
-    /// once, so nothing waits in the client's buffer while its `ack_wait` runs out.
-    pub async fn intake(
-        &self,
-        durable_name: &str,
-        ack_wait: Duration,
-        max_ack_pending: i64,
-        batch: usize,
-    ) -> Result<consumer::pull::Stream> {
-        let consumer: consumer::PullConsumer = self
-            .commands
-            .get_or_create_consumer(
-                durable_name,
-                layout::intake_consumer(durable_name, ack_wait, max_ack_pending),
-            )
-            .await
-            .map_err(unavailable)?;
-        consumer
-            .stream()
-            .max_messages_per_batch(batch.max(1))
-            .messages()
-            .await
-            .map_err(unavailable)
     }
 }
 

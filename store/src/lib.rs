@@ -2,11 +2,13 @@
 //! binaries open it with [`connect`], which creates what is missing (idempotently), so either
 //! may start first.
 //!
-//! - [`layout`]: the configuration of both streams, both buckets and the workers' consumer.
+//! - [`layout`]: the configuration of the streams, both buckets and the workers' consumers.
 //! - [`connect`](mod@connect): the NATS flags both binaries share, and connecting.
 //! - [`commands`]: the commands stream: storing a command (plainly, or only if the gateway's
 //!   latest command is still the one the caller decided from), reading the latest one, and the
-//!   workers' intake consumer.
+//!   gateway's latest command.
+//! - [`work`](mod@work): the dispatch consumer, and the work it addresses to the hosts a command
+//!   concerns (each host's intake).
 //! - [`events`]: the events stream: storing observations and folding them into the record.
 //! - [`projection`]: the `krane_gateways` records: reads, watches, listings, the
 //!   compare-and-set fold, and the rebuild from both streams.
@@ -35,6 +37,7 @@ pub mod projection;
 pub mod retention;
 pub mod undecodable;
 pub mod watch;
+pub mod work;
 
 pub use commands::Latest;
 pub use connect::{NatsArgs, connect};
@@ -95,6 +98,8 @@ pub struct Store {
     jetstream: jetstream::Context,
     commands: stream::Stream,
     events: stream::Stream,
+    /// Work addressed to hosts (`work`).
+    work: stream::Stream,
     gateways: kv::Store,
     hosts: kv::Store,
     /// Replicas of every stream and bucket (`--stream-replicas`).
@@ -110,6 +115,7 @@ impl Store {
     pub async fn open(jetstream: jetstream::Context, replicas: usize) -> Result<Self> {
         let commands = ensure_stream(&jetstream, layout::commands_stream(replicas)).await?;
         let events = ensure_stream(&jetstream, layout::events_stream(replicas)).await?;
+        let work = ensure_stream(&jetstream, layout::work_stream(replicas)).await?;
         let gateways = ensure_bucket(&jetstream, layout::gateways_bucket(replicas)).await?;
         let hosts_config = layout::hosts_bucket(layout::DEFAULT_HOST_TIMEOUT, replicas);
         let hosts = ensure_bucket(&jetstream, hosts_config).await?;
@@ -118,6 +124,7 @@ impl Store {
             jetstream,
             commands,
             events,
+            work,
             gateways,
             hosts,
             replicas,

@@ -4,6 +4,7 @@
 
 use async_nats::jetstream::message::PublishMessage;
 use krane_core::codec;
+use krane_core::routing::Replaced;
 mod common;
 
 use common::{create, open};
@@ -16,12 +17,12 @@ async fn a_write_lands_only_on_the_sequence_it_was_decided_from() {
     let create = create("gw");
     let delete = Command::delete(&create.key());
     let first = store
-        .publish_command_expecting(&create, 0, "test")
+        .publish_command_expecting(&create, 0, "test", Replaced::Nothing)
         .await
         .expect("write");
     assert!(first.is_some());
     let stale = store
-        .publish_command_expecting(&delete, 0, "test")
+        .publish_command_expecting(&delete, 0, "test", Replaced::Nothing)
         .await
         .expect("write");
     assert_eq!(
@@ -29,7 +30,12 @@ async fn a_write_lands_only_on_the_sequence_it_was_decided_from() {
         "decided from an empty subject, which it no longer is"
     );
     let on_top = store
-        .publish_command_expecting(&delete, first.unwrap_or_default(), "test")
+        .publish_command_expecting(
+            &delete,
+            first.unwrap_or_default(),
+            "test",
+            Replaced::Nothing,
+        )
         .await
         .expect("write");
     assert!(on_top > first);
@@ -41,15 +47,15 @@ async fn the_same_command_again_later_is_a_new_write_not_a_duplicate() {
     let create = create("gw");
     let delete = Command::delete(&create.key());
     let one = store
-        .publish_command_expecting(&create, 0, "test")
+        .publish_command_expecting(&create, 0, "test", Replaced::Nothing)
         .await
         .expect("write");
     let two = store
-        .publish_command_expecting(&delete, one.unwrap_or_default(), "test")
+        .publish_command_expecting(&delete, one.unwrap_or_default(), "test", Replaced::Nothing)
         .await
         .expect("write");
     let three = store
-        .publish_command_expecting(&create, two.unwrap_or_default(), "test")
+        .publish_command_expecting(&create, two.unwrap_or_default(), "test", Replaced::Nothing)
         .await
         .expect("write");
     assert!(
@@ -66,7 +72,7 @@ async fn a_duplicate_answer_naming_another_write_is_not_taken_for_this_one() {
     let create = create("gw");
     let body = codec::encode(&create).expect("encodes");
     let first = store
-        .publish_command_expecting(&create, 0, "test")
+        .publish_command_expecting(&create, 0, "test", Replaced::Nothing)
         .await
         .expect("write")
         .expect("stored");
@@ -85,7 +91,7 @@ async fn a_duplicate_answer_naming_another_write_is_not_taken_for_this_one() {
         .await
         .expect("stored");
     let written = store
-        .publish_command_expecting(&create, next, "test")
+        .publish_command_expecting(&create, next, "test", Replaced::Nothing)
         .await
         .expect("write");
     assert_eq!(

@@ -7,6 +7,7 @@ mod common;
 use common::{create, observed, open};
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
+use krane_core::routing::Replaced;
 
 #[tokio::test]
 async fn a_placement_and_the_gone_observations_it_follows_are_one_change_of_the_record() {
@@ -17,7 +18,7 @@ async fn a_placement_and_the_gone_observations_it_follows_are_one_change_of_the_
     let on_h1 = Command::create(spec.clone(), vec!["h1".into()]);
     let key = on_h1.key();
     let first = store
-        .publish_command_expecting(&on_h1, 0, "test")
+        .publish_command_expecting(&on_h1, 0, "test", Replaced::Nothing)
         .await
         .expect("write")
         .expect("stored");
@@ -41,7 +42,7 @@ async fn a_placement_and_the_gone_observations_it_follows_are_one_change_of_the_
     let closing: Vec<(u64, InstanceObserved)> = seqs.into_iter().zip(gone).collect();
     let on_h2 = Command::create(spec, vec!["h2".into()]);
     let moved = store
-        .publish_command_expecting(&on_h2, first, "test")
+        .publish_command_expecting(&on_h2, first, "test", Replaced::Nothing)
         .await
         .expect("write")
         .expect("stored");

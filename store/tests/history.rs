@@ -9,6 +9,7 @@ use futures::StreamExt;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::names::GatewayKey;
+use krane_core::routing::Replaced;
 use krane_store::{CommandKind, Happened, Store};
 
 fn observed(gateway_id: &str, replica: u32, state: ObservedState) -> InstanceObserved {
@@ -112,13 +113,13 @@ async fn commands_name_who_stored_them() {
     let command = create("gw");
     let key = command.key();
     let first = store
-        .publish_command_expecting(&command, 0, "alice\r\nInjected: yes")
+        .publish_command_expecting(&command, 0, "alice\r\nInjected: yes", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("first");
     let placed = command.with_placement(vec!["host-a".into()]);
     store
-        .publish_command_expecting(&placed, first, "worker host-a")
+        .publish_command_expecting(&placed, first, "worker host-a", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("placed");

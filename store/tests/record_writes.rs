@@ -6,6 +6,7 @@ mod common;
 
 use common::{create, observed, open};
 use krane_core::event::ObservedState;
+use krane_core::routing::Replaced;
 use krane_store::StoredRecord;
 use krane_store::projection::record_writes;
 
@@ -15,7 +16,7 @@ async fn writes_and_lost_races_of_records_are_counted() {
     let command = create("gw");
     let key = command.key();
     let seq = store
-        .publish_command_expecting(&command, 0, "test")
+        .publish_command_expecting(&command, 0, "test", Replaced::Nothing)
         .await
         .expect("write")
         .expect("stored");

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::{self, GatewayKey};
+use krane_core::routing::Replaced;
 use krane_core::spec::GatewaySpec;
 use krane_store::{Purge, Purged, Store, StoreError, StoredRecord};
 use std::time::{Duration, SystemTime};
@@ -22,7 +23,7 @@ async fn command(store: &Store, command: &Command) -> u64 {
         .expect("read")
         .map_or(0, |latest| latest.last_seq);
     let seq = store
-        .publish_command_expecting(command, expected, "test")
+        .publish_command_expecting(command, expected, "test", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("not superseded");
@@ -178,7 +179,7 @@ async fn a_create_stored_but_not_yet_folded_gets_a_fresh_record() {
     // The API stored its Create on top of the Delete and has not folded it yet.
     let again = create("gw");
     let seq = store
-        .publish_command_expecting(&again, delete, "test")
+        .publish_command_expecting(&again, delete, "test", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("not superseded");
@@ -215,7 +216,7 @@ async fn after_a_purge_a_first_create_of_the_same_id_starts_from_scratch() {
         Vec::new(),
     );
     let seq = store
-        .publish_command_expecting(&again, 0, "test")
+        .publish_command_expecting(&again, 0, "test", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("the subject is empty");

@@ -116,9 +116,10 @@ impl Drop for OnCluster {
     }
 }
 
-const STORES: [&str; 4] = [
+const STORES: [&str; 5] = [
     names::COMMANDS_STREAM,
     names::EVENTS_STREAM,
+    names::WORK_STREAM,
     "KV_krane_gateways",
     "KV_krane_hosts",
 ];

@@ -2,6 +2,7 @@
 //! last intent, with no duplicate or orphaned container. Real nats-server, real Docker.
 
 use krane_core::command::Command;
+use krane_core::routing::Replaced;
 use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::{NOT_FOUND, gateway_request};
 use krane_tests::{Krane, Protocol, docker, eventually, unique_namespace, wait_all_running};
@@ -21,19 +22,32 @@ async fn container_ids(namespace: &str, id: &str) -> Vec<String> {
 
 /// Waits until the worker has acknowledged every command it was given.
 async fn wait_worker_idle(krane: &Krane) {
-    eventually("worker consumer drained", CONVERGE, || async {
+    let drained = |consumer: String, stream: &'static str| async move {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = krane
             .store
             .jetstream()
-            .get_consumer_from_stream(
-                krane_worker::consumer_name(&krane.host_id()),
-                krane_core::names::COMMANDS_STREAM,
-            )
+            .get_consumer_from_stream(consumer, stream)
             .await
             .ok()?;
         let info = consumer.info().await.ok()?;
         (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
+    };
+    eventually(
+        "dispatch and worker consumers drained",
+        CONVERGE,
+        || async {
+            drained(
+                krane_store::layout::DISPATCH_CONSUMER.to_string(),
+                krane_core::names::COMMANDS_STREAM,
+            )
+            .await?;
+            drained(
+                krane_worker::consumer_name(&krane.host_id()),
+                krane_core::names::WORK_STREAM,
+            )
+            .await
+        },
+    )
     .await;
 }
 
@@ -261,7 +275,12 @@ async fn a_delete_after_a_create_stored_without_its_record_still_deletes() {
         .expect("some");
     krane
         .store
-        .publish_command_expecting(&Command::create(spec, Vec::new()), latest.last_seq, "test")
+        .publish_command_expecting(
+            &Command::create(spec, Vec::new()),
+            latest.last_seq,
+            "test",
+            Replaced::Command(&latest.command),
+        )
         .await
         .expect("stored")
         .expect("not superseded");

@@ -52,6 +52,8 @@ struct WorkerMetrics {
     docker_errors: Family<CallErrorLabel, Counter>,
     instances: Family<StateLabel, Gauge>,
     purged: Counter,
+    dispatched: Counter,
+    addressed: Counter,
     /// What this worker last reported, kept to update the instance gauges.
     reported: Mutex<Reported>,
 }
@@ -108,7 +110,7 @@ static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
     ),
     pending: register(
         "worker_commands_pending",
-        "Commands waiting in this host's consumer, as of the last delivery",
+        "Work waiting in this host's consumer, as of the last delivery",
         Gauge::default(),
     ),
     in_flight: register(
@@ -141,6 +143,16 @@ static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
         "Fully deleted gateways whose commands, events and record were purged after --retention",
         Counter::default(),
     ),
+    dispatched: register(
+        "worker_commands_dispatched",
+        "Commands this worker took from the dispatch consumer and addressed",
+        Counter::default(),
+    ),
+    addressed: register(
+        "worker_work_addressed",
+        "Work messages this worker's dispatch stored for other hosts (one per host a command concerns)",
+        Counter::default(),
+    ),
     reported: Mutex::default(),
 });
 
@@ -165,6 +177,14 @@ pub fn delivered(delivered: i64, pending: u64) {
     METRICS
         .pending
         .set(i64::try_from(pending).unwrap_or(i64::MAX));
+}
+
+/// Counts a command dispatched, with the work it addressed to `elsewhere` other hosts.
+pub fn dispatched(elsewhere: usize) {
+    METRICS.dispatched.inc();
+    METRICS
+        .addressed
+        .inc_by(u64::try_from(elsewhere).unwrap_or(u64::MAX));
 }
 
 /// Counts a command as in flight until the returned guard is dropped.

@@ -10,6 +10,7 @@ use crate::hosts::HostIdentity;
 use krane_core::command::Command;
 use krane_core::event::InstanceObserved;
 use krane_core::placement::{self, HostInfo, Resources};
+use krane_core::routing::Replaced;
 use krane_store::{Latest, Result, Store, StoredRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::info;
@@ -106,7 +107,12 @@ pub async fn place_if_needed(
             return Ok(Placed::as_is(latest));
         };
         match store
-            .publish_command_expecting(&command, latest.last_seq, author)
+            .publish_command_expecting(
+                &command,
+                latest.last_seq,
+                author,
+                Replaced::Command(&latest.command),
+            )
             .await?
         {
             Some(seq) => {

@@ -1,7 +1,9 @@
-//! The worker's intake: a durable JetStream pull consumer on the commands stream, one per host
-//! (workers of the same host share it, so each command is handled once per host). Each message
-//! is kept alive with in-progress acks while Docker works and answered only after its effects
-//! are done and reported; what to answer is [`policy::decide`]'s call, carried out here.
+//! The worker's intake, from two durable JetStream pull consumers: the dispatch (shared by
+//! every worker: each command once, addressed to the hosts it concerns, see [`super::dispatch`])
+//! and this host's work (workers of the same host share it, so each piece of work is handled
+//! once per host). Each message is kept alive with in-progress acks while Docker works and
+//! answered only after its effects are done and reported; what to answer is
+//! [`policy::decide`]'s call, carried out here.
 //!
 //! Shutdown: when `stop` fires, no new message is taken; in-flight ones get `grace` to finish,
 //! then are handed back (`nak`) for another worker or the next start.
@@ -10,12 +12,13 @@ use super::policy::{self, Decision, Handled, History, RetryReason};
 use crate::context::Worker;
 use crate::metrics;
 use crate::reconcile::{Outcome, Reconciler};
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::{AckKind, Message, consumer};
 use futures::StreamExt;
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
+use krane_store::{StoreError, work};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,8 +41,18 @@ pub struct ConsumerSettings {
     pub grace: Duration,
 }
 
-/// Consumes commands until `stop` fires; returns after in-flight work finished or was handed
-/// back. NATS outages (at start or later) are waited out: the consumer is reopened with backoff.
+/// Where deliveries come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The dispatch consumer: any command, to address to the hosts it concerns.
+    Dispatch,
+    /// This host's work consumer: commands addressed to this host.
+    Work,
+}
+
+/// Consumes this host's work and takes part in the dispatch until `stop` fires; returns after
+/// in-flight work finished or was handed back. Both share the `--concurrency` slots. NATS
+/// outages (at start or later) are waited out: each consumer is reopened with backoff.
 pub async fn run(
     worker: Worker,
     reconciler: Arc<Reconciler>,
@@ -55,26 +68,45 @@ pub async fn run(
         hand_back: CancellationToken::new(),
         attempts: Attempts::default(),
     });
-    let max_ack_pending = i64::try_from(settings.concurrency * 4).unwrap_or(1024);
+    let (work, dispatch) = tokio::join!(
+        consume(Source::Work, &handler, &permits, &tracker, &stop),
+        consume(Source::Dispatch, &handler, &permits, &tracker, &stop),
+    );
+    info!(
+        in_flight = tracker.len(),
+        "stopping intake; finishing in-flight commands"
+    );
+    tracker.close();
+    if tokio::time::timeout(settings.grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over; handing in-flight commands back");
+        handler.hand_back.cancel();
+        tracker.wait().await;
+    }
+    work.and(dispatch)
+}
+
+/// Pulls from one source until `stop` fires, each delivery handled in a task of its own
+/// once a slot is free.
+async fn consume(
+    source: Source,
+    handler: &Arc<Handler>,
+    permits: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut reopen_delay = Duration::from_millis(500);
     'intake: loop {
-        let opened = worker
-            .store
-            .intake(
-                &settings.durable_name,
-                settings.ack_wait,
-                max_ack_pending,
-                fetch_batch(settings.concurrency),
-            )
-            .await;
-        let mut messages = match opened {
+        let mut messages = match handler.open(source).await {
             Ok(messages) => {
-                info!(consumer = %settings.durable_name, "consuming commands");
+                info!(?source, "consuming");
                 reopen_delay = Duration::from_millis(500);
                 messages
             }
             Err(error) => {
-                warn!(%error, retry_in = ?reopen_delay, "cannot open the commands consumer");
+                warn!(%error, ?source, retry_in = ?reopen_delay, "cannot open the consumer");
                 tokio::select! {
                     _ = stop.cancelled() => break 'intake,
                     _ = tokio::time::sleep(reopen_delay) => {}
@@ -96,56 +128,75 @@ pub async fn run(
                 Some(Ok(message)) => message,
                 Some(Err(error)) => {
                     // Missed heartbeats and the like while NATS is away; the stream recovers.
-                    warn!(%error, "pulling commands failed; retrying");
+                    warn!(%error, ?source, "pulling failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
                 None => {
-                    warn!("the commands consumer ended; reopening it");
+                    warn!(?source, "the consumer ended; reopening it");
                     continue 'intake;
                 }
             };
             let handler = handler.clone();
-            tracker.spawn(async move { handler.handle(message, permit).await });
+            tracker.spawn(async move {
+                match source {
+                    Source::Work => handler.handle(message, permit).await,
+                    Source::Dispatch => handler.dispatch(message, permit).await,
+                }
+            });
         }
-    }
-    info!(
-        in_flight = tracker.len(),
-        "stopping intake; finishing in-flight commands"
-    );
-    tracker.close();
-    if tokio::time::timeout(settings.grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("grace period over; handing in-flight commands back");
-        handler.hand_back.cancel();
-        tracker.wait().await;
     }
     Ok(())
 }
 
-struct Handler {
-    worker: Worker,
-    reconciler: Arc<Reconciler>,
-    settings: ConsumerSettings,
-    hand_back: CancellationToken,
+pub(super) struct Handler {
+    pub(super) worker: Worker,
+    pub(super) reconciler: Arc<Reconciler>,
+    pub(super) settings: ConsumerSettings,
+    pub(super) hand_back: CancellationToken,
     attempts: Attempts,
 }
 
 impl Handler {
+    /// Opens the consumer of `source`. The work consumer replaces the per-host consumer of
+    /// the commands stream an earlier krane made, which is removed once it opened.
+    async fn open(&self, source: Source) -> Result<consumer::pull::Stream, StoreError> {
+        let store = &self.worker.store;
+        let batch = fetch_batch(self.settings.concurrency);
+        match source {
+            Source::Dispatch => store.dispatch_intake(self.settings.ack_wait, batch).await,
+            Source::Work => {
+                let max_ack_pending = i64::try_from(self.settings.concurrency * 4).unwrap_or(1024);
+                let name = &self.settings.durable_name;
+                let messages = store
+                    .work_intake(
+                        name,
+                        &self.worker.host.host_id,
+                        self.settings.ack_wait,
+                        max_ack_pending,
+                        batch,
+                    )
+                    .await?;
+                store.remove_legacy_intake(name).await?;
+                Ok(messages)
+            }
+        }
+    }
+
     /// Handles one delivery; `slot` (one of `--concurrency`) is held while it is worked on,
     /// and given up before a final answer is confirmed by the server: waiting for that
     /// round trip (long on a busy cluster) must not keep the next delivery waiting.
     async fn handle(&self, message: Message, slot: OwnedSemaphorePermit) {
         let _in_flight = metrics::in_flight();
-        let (seq, deliveries) = match message.info() {
+        let deliveries = match message.info() {
             Ok(info) => {
                 metrics::delivered(info.delivered, info.pending);
-                (info.stream_sequence, info.delivered)
+                info.delivered
             }
-            Err(_) => (0, 1),
+            Err(_) => 1,
         };
+        // The command's sequence on the commands stream (0: unknown, always reconciled).
+        let seq = work::command_seq(message.headers.as_ref()).unwrap_or(0);
         let command: Command = match codec::decode(&message.payload) {
             Ok(command) => command,
             Err(error) => {
@@ -186,9 +237,7 @@ impl Handler {
             seq,
             deliveries,
         } = *delivery;
-        let reconcile = self
-            .reconciler
-            .reconcile_command(key, seq, command, deliveries);
+        let reconcile = self.reconciler.reconcile_command(key, seq, command);
         let result = tokio::select! {
             result = keep_alive(message, self.settings.ack_wait, reconcile) => result,
             _ = self.hand_back.cancelled() => {
@@ -386,7 +435,11 @@ fn fetch_batch(concurrency: usize) -> usize {
 
 /// Runs `work`, telling the server every third of `ack_wait` that the message is still in
 /// progress, so long Docker work is never redelivered to someone else mid-way.
-async fn keep_alive<T>(message: &Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+pub(super) async fn keep_alive<T>(
+    message: &Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
     let mut ticker = tokio::time::interval(ack_wait / 3);
     ticker.tick().await;
     tokio::pin!(work);
@@ -398,7 +451,7 @@ async fn keep_alive<T>(message: &Message, ack_wait: Duration, work: impl Future<
     }
 }
 
-async fn ack(message: &Message, kind: AckKind) {
+pub(super) async fn ack(message: &Message, kind: AckKind) {
     if let Err(error) = message.ack_with(kind).await {
         warn!(%error, ?kind, "could not answer the server; it will redeliver after ack_wait");
     }

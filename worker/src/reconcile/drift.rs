@@ -6,11 +6,11 @@
 //!   reconcile would read the log, find nothing to change and publish nothing. The periodic
 //!   resync reconciles only the gateways that are not, so a quiet fleet costs no NATS reads
 //!   however many gateways it runs.
-//! - [`triage`]: what a delivered command asks of this host. Every host's consumer receives
-//!   every command, but most commands concern a few hosts: one that a newer command replaced
-//!   already (its own delivery follows), one that places nothing here, and a new gateway that
-//!   another host is the one to place first, need no reconcile here. This is what lets more
-//!   workers add throughput instead of repeating each other's reads.
+//! - [`triage`]: what work addressed to this host asks of it. Work reaches only the hosts a
+//!   command concerns, but one of them may have nothing of the gateway to act on: a host the
+//!   command places nothing on, that reported nothing and holds nothing of it, needs no
+//!   reconcile. A newer command does not make older work moot here: that newer command is
+//!   addressed only to the hosts it concerns in turn, so this host reconciles to the latest.
 
 use super::plan::{Desired, plan};
 use super::report::observations;
@@ -20,15 +20,9 @@ use krane_core::command::Command;
 use krane_core::record::GatewayRecord;
 use std::collections::BTreeMap;
 
-/// What a delivered command needs here.
+/// What work about `delivered` needs here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Triage {
-    /// The index holds a newer command of the gateway: that command's delivery does the work.
-    Superseded,
-    /// A new gateway's replicas are unplaced and another host is the one to place them: its
-    /// placement arrives as a newer command (and should it not, any worker's scheduler places
-    /// what stayed unplaced too long).
-    LeaveToPlacer,
     /// Nothing is placed here and nothing was reported here: done, unless the engine holds a
     /// container of the gateway here after all (the caller looks: in what the engine was last
     /// seen to hold, `runtime::held`, and in the engine when that cannot rule one out).
@@ -37,30 +31,15 @@ pub enum Triage {
     Reconcile,
 }
 
-/// Decides what the delivery of `delivered` (at `seq`, delivered for the `delivery`-th time:
-/// a redelivery is never left to another host) needs on host `me`, from the record the index holds (`None`: not indexed, or the index is
-/// not current) and the host that should place a new gateway's replicas (`placer`).
-pub fn triage(
-    delivered: &Command,
-    seq: u64,
-    delivery: i64,
-    indexed: Option<&GatewayRecord>,
-    me: &str,
-    placer: Option<&str>,
-) -> Triage {
+/// Decides what work about `delivered` needs on host `me`, from the record the index holds
+/// (`None`: not indexed, or the index is not current). A command with unplaced replicas is
+/// always reconciled: reconciling places them.
+pub fn triage(delivered: &Command, indexed: Option<&GatewayRecord>, me: &str) -> Triage {
     let Some(record) = indexed else {
         return Triage::Reconcile;
     };
-    if record.intent_seq > seq {
-        return Triage::Superseded;
-    }
     if delivered.has_unplaced() {
-        let someone_else_places = placer.is_some_and(|placer| placer != me);
-        return if someone_else_places && delivery <= 1 {
-            Triage::LeaveToPlacer
-        } else {
-            Triage::Reconcile
-        };
+        return Triage::Reconcile;
     }
     let wanted_here = !delivered.replicas_on(me).is_empty();
     let reported_here = record.live_observations().any(|seen| seen.host_id == me);
@@ -150,38 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_the_index_knows_a_newer_command_of_is_superseded() {
+    fn an_older_command_is_reconciled_to_the_latest_and_an_unplaced_one_placed() {
         let spec = spec("img:1");
         let record = record(&spec);
-        let older = Command::create(spec, Vec::new());
-        assert_eq!(
-            triage(&older, 0, 1, Some(&record), "h1", Some("h1")),
-            Triage::Superseded
-        );
-    }
-
-    #[test]
-    fn a_new_gateway_is_placed_by_its_placer_and_by_anyone_on_redelivery() {
-        let spec = spec("img:1");
-        let unplaced = Command::create(spec.clone(), Vec::new());
+        // The index holds a newer command: the work is still done (to the latest command).
+        let older = Command::create(spec.clone(), vec!["h1".into()]);
+        assert_eq!(triage(&older, Some(&record), "h1"), Triage::Reconcile);
+        let unplaced = Command::create(spec, Vec::new());
         let record = GatewayRecord::apply_command(None, 5, &unplaced).expect("record");
-        assert_eq!(
-            triage(&unplaced, 5, 1, Some(&record), "h2", Some("h1")),
-            Triage::LeaveToPlacer
-        );
-        assert_eq!(
-            triage(&unplaced, 5, 1, Some(&record), "h1", Some("h1")),
-            Triage::Reconcile
-        );
-        // The placer did not place it in time (dead, or it saw other hosts): anyone does.
-        assert_eq!(
-            triage(&unplaced, 5, 2, Some(&record), "h2", Some("h1")),
-            Triage::Reconcile
-        );
-        assert_eq!(
-            triage(&unplaced, 5, 1, Some(&record), "h2", None),
-            Triage::Reconcile
-        );
+        assert_eq!(triage(&unplaced, Some(&record), "h2"), Triage::Reconcile);
     }
 
     #[test]
@@ -190,18 +146,12 @@ mod tests {
         let record = record(&spec);
         let placed = record.intent.clone();
         assert_eq!(
-            triage(&placed, 1, 1, Some(&record), "h3", None),
+            triage(&placed, Some(&record), "h3"),
             Triage::NothingHereUnlessEngineSays
         );
         // h1 runs replica 0, h2 is to run replica 1.
-        assert_eq!(
-            triage(&placed, 1, 1, Some(&record), "h1", None),
-            Triage::Reconcile
-        );
-        assert_eq!(
-            triage(&placed, 1, 1, Some(&record), "h2", None),
-            Triage::Reconcile
-        );
+        assert_eq!(triage(&placed, Some(&record), "h1"), Triage::Reconcile);
+        assert_eq!(triage(&placed, Some(&record), "h2"), Triage::Reconcile);
     }
 
     #[test]
@@ -210,12 +160,9 @@ mod tests {
         let record = record(&spec);
         let delete = Command::delete(&spec.key());
         let record = GatewayRecord::apply_command(Some(record), 2, &delete).expect("record");
+        assert_eq!(triage(&delete, Some(&record), "h1"), Triage::Reconcile);
         assert_eq!(
-            triage(&delete, 2, 1, Some(&record), "h1", None),
-            Triage::Reconcile
-        );
-        assert_eq!(
-            triage(&delete, 2, 1, Some(&record), "h2", None),
+            triage(&delete, Some(&record), "h2"),
             Triage::NothingHereUnlessEngineSays
         );
     }
@@ -224,7 +171,7 @@ mod tests {
     fn without_an_indexed_record_every_delivery_is_reconciled() {
         let spec = spec("img:1");
         let placed = Command::create(spec, vec!["h1".into(), "h2".into()]);
-        assert_eq!(triage(&placed, 1, 1, None, "h3", None), Triage::Reconcile);
+        assert_eq!(triage(&placed, None, "h3"), Triage::Reconcile);
     }
 
     #[test]

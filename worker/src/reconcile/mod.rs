@@ -122,19 +122,17 @@ impl Reconciler {
         self.reconcile_traced(key).await
     }
 
-    /// As [`Self::reconcile`], for the delivery of `delivered`, the command at `seq`, for the
-    /// `delivery`-th time. When a reconcile here already converged at that command or a later
-    /// one (a redelivery, or the placement this worker published itself), there is nothing
-    /// left for this delivery to do; nor when it converged at an earlier command that asked
-    /// the same of this host (a replica of the gateway moved between two other hosts); nor
-    /// when [`drift::triage`] finds, from memory, that the command asks nothing of this host.
+    /// As [`Self::reconcile`], for work about `delivered`, the command at `seq` (0: unknown).
+    /// When a reconcile here already converged at that command or a later one (a redelivery,
+    /// or the placement this worker published itself), there is nothing left for it to do;
+    /// nor when it converged at an earlier command that asked the same of this host; nor when
+    /// [`drift::triage`] finds, from memory, that nothing of the gateway is here to act on.
     /// Drift after that is the business of engine events and resync, which call `reconcile`.
     pub async fn reconcile_command(
         &self,
         key: &GatewayKey,
         seq: u64,
         delivered: &Command,
-        delivery: i64,
     ) -> Result<Outcome, ReconcileError> {
         let lock = self.locks.lock_for(key);
         let _guard = lock.lock().await;
@@ -150,62 +148,31 @@ impl Reconciler {
                 return Ok(Outcome::Converged);
             }
         }
-        if let Some(outcome) = self
-            .settled_from_memory(key, seq, delivered, delivery)
-            .await
-        {
-            return Ok(outcome);
+        if self.nothing_here(key, seq, delivered).await {
+            return Ok(Outcome::Converged);
         }
         self.reconcile_traced(key).await
     }
 
-    /// The outcome of a delivery that needs no reconcile here, if it does not.
-    async fn settled_from_memory(
-        &self,
-        key: &GatewayKey,
-        seq: u64,
-        delivered: &Command,
-        delivery: i64,
-    ) -> Option<Outcome> {
+    /// True when memory (and, if it cannot tell, the engine) shows that nothing of the
+    /// gateway is here to act on and `delivered` places nothing here.
+    async fn nothing_here(&self, key: &GatewayKey, seq: u64, delivered: &Command) -> bool {
         let worker = &self.worker;
         let indexed = worker.records.get(key);
-        // Who places a new gateway matters only while it has unplaced replicas.
-        let placer = delivered.has_unplaced().then(|| {
-            let live = crate::hosts::placing::live_with_self(&worker.host, worker.hosts.snapshot());
-            krane_core::placement::placer(key, &live).map(str::to_string)
-        });
-        let placer = placer.flatten();
         let me = worker.host.host_id.as_str();
-        match drift::triage(
-            delivered,
-            seq,
-            delivery,
-            indexed.as_deref(),
-            me,
-            placer.as_deref(),
-        ) {
-            drift::Triage::Reconcile => None,
-            drift::Triage::Superseded => {
-                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "a newer command replaced this one");
-                Some(Outcome::Converged)
-            }
-            // Its placement arrives as a newer command; should the placer not place it, the
-            // scheduler of any worker does (`hosts::scheduler`, unplaced for too long).
-            drift::Triage::LeaveToPlacer => {
-                debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, placer, "another host places this gateway");
-                Some(Outcome::Converged)
-            }
+        match drift::triage(delivered, indexed.as_deref(), me) {
+            drift::Triage::Reconcile => false,
             drift::Triage::NothingHereUnlessEngineSays => {
                 if worker.held.surely_none_of(key) {
                     debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "nothing of this gateway here since the engine was listed");
-                    return Some(Outcome::Converged);
+                    return true;
                 }
                 match worker.runtime.list_gateway(key).await {
                     Ok(containers) if containers.is_empty() => {
                         debug!(namespace = %key.namespace, gateway = %key.gateway_id, seq, "nothing of this gateway here");
-                        Some(Outcome::Converged)
+                        true
                     }
-                    _ => None,
+                    _ => false,
                 }
             }
         }

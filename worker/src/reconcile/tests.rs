@@ -456,14 +456,14 @@ async fn a_command_asking_of_this_host_what_it_converged_at_needs_no_reconcile()
     let spec = spec(2, "img:1");
     let first = Command::create(spec.clone(), vec!["h1".into(), "h2".into()]);
     let seq = setup.command(&first).await;
-    let outcome = reconciler.reconcile_command(&key(), seq, &first, 1).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &first).await;
     assert_eq!(outcome.expect("reconciled"), Outcome::Converged);
     // Replica 1 moves from h2 to h3; replica 0 stays here with the same spec. The engine is
     // down, so a reconcile could not converge: this one is answered from memory.
     setup.runtime.set_down(true);
     let moved = Command::create(spec, vec!["h1".into(), "h3".into()]);
     let seq = setup.command(&moved).await;
-    let outcome = reconciler.reconcile_command(&key(), seq, &moved, 1).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &moved).await;
     assert_eq!(outcome.expect("settled"), Outcome::Converged);
     // A new spec asks something else of this host: that one reconciles (and meets the outage).
     let updated = Command::create(
@@ -471,7 +471,7 @@ async fn a_command_asking_of_this_host_what_it_converged_at_needs_no_reconcile()
         vec!["h1".into(), "h3".into()],
     );
     let seq = setup.command(&updated).await;
-    let outcome = reconciler.reconcile_command(&key(), seq, &updated, 1).await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &updated).await;
     assert!(!matches!(outcome, Ok(Outcome::Converged)), "{outcome:?}");
 }
 
@@ -504,9 +504,7 @@ async fn a_command_for_other_hosts_needs_no_engine_call_once_this_hosts_containe
     }
     // The engine is down: a delivery that has to ask it cannot settle.
     setup.runtime.set_down(true);
-    let outcome = reconciler
-        .reconcile_command(&key(), seq, &elsewhere, 1)
-        .await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &elsewhere).await;
     assert!(
         !matches!(outcome, Ok(Outcome::Converged)),
         "before this host's containers were listed the engine is asked: {outcome:?}"
@@ -518,9 +516,7 @@ async fn a_command_for_other_hosts_needs_no_engine_call_once_this_hosts_containe
         .expect("listed, as the resync does");
     setup.runtime.set_down(true);
     let listings = setup.runtime.gateway_listings();
-    let outcome = reconciler
-        .reconcile_command(&key(), seq, &elsewhere, 1)
-        .await;
+    let outcome = reconciler.reconcile_command(&key(), seq, &elsewhere).await;
     assert_eq!(outcome.expect("settled from memory"), Outcome::Converged);
     assert_eq!(
         setup.runtime.gateway_listings(),

@@ -10,6 +10,7 @@ use krane_core::command::Command;
 use krane_core::names::GatewayKey;
 use krane_core::record::GatewayRecord;
 use krane_core::rollout::{self, FailureAction, Rollout, Verdict};
+use krane_core::routing::Replaced;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -39,7 +40,7 @@ impl Reconciler {
         let failure = match verdict {
             Verdict::Idle => return Ok(Watched::Nothing),
             Verdict::Done => {
-                self.write_after_update(key, seq, done(&record.intent))
+                self.write_after_update(key, seq, &record.intent, done(&record.intent))
                     .await?;
                 return Ok(Watched::MarkedDone);
             }
@@ -71,23 +72,30 @@ impl Reconciler {
             return Ok(Watched::Nothing);
         };
         warn!(namespace = %key.namespace, gateway = %key.gateway_id, reason = %failure, "update failed");
-        self.write_after_update(key, seq, command).await?;
+        self.write_after_update(key, seq, &record.intent, command)
+            .await?;
         // The command just stored (or a newer one) is the intent now: look again soon.
         Ok(Watched::Ends(Outcome::Requeue {
             after: ROLLOUT_POLL,
         }))
     }
 
-    /// Stores `command` if the command at `seq` is still the latest, and folds it in.
+    /// Stores `command` if the command at `seq` (`replaced`) is still the latest, and folds it in.
     async fn write_after_update(
         &self,
         key: &GatewayKey,
         seq: u64,
+        replaced: &Command,
         command: Command,
     ) -> Result<(), ReconcileError> {
         let store = &self.worker.store;
         match store
-            .publish_command_expecting(&command, seq, &self.worker.host.author())
+            .publish_command_expecting(
+                &command,
+                seq,
+                &self.worker.host.author(),
+                Replaced::Command(replaced),
+            )
             .await?
         {
             Some(stored) => {

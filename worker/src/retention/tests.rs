@@ -7,6 +7,7 @@ use futures::StreamExt;
 use krane_core::command::Command;
 use krane_core::event::{InstanceObserved, ObservedState};
 use krane_core::names::{self, GatewayKey};
+use krane_core::routing::Replaced;
 use krane_core::spec::GatewaySpec;
 use krane_store::{NatsArgs, Purge, Store, StoreError};
 use krane_tests::NatsServer;
@@ -49,7 +50,7 @@ async fn command(store: &Store, command: &Command) -> u64 {
         .expect("read")
         .map_or(0, |latest| latest.last_seq);
     let seq = store
-        .publish_command_expecting(command, expected, "test")
+        .publish_command_expecting(command, expected, "test", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("not superseded");
@@ -243,7 +244,7 @@ async fn two_workers_purging_at_once_do_no_harm_and_a_new_create_starts_afresh()
         spec.image = "img:2".into();
     }
     let seq = store
-        .publish_command_expecting(&again, 0, "test")
+        .publish_command_expecting(&again, 0, "test", Replaced::Nothing)
         .await
         .expect("stored")
         .expect("the subject is empty");
