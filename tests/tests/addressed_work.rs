@@ -1,11 +1,11 @@
 //! Work reaches only the hosts a command concerns: three in-process workers, each on an
 //! in-memory runtime of its own, on a real nats-server. A gateway of one replica, then its
-//! Delete, are delivered to the one host that runs it and to no other host's consumer; a
-//! command stored without naming its hosts (by an earlier krane, or a tool) reaches every host.
+//! Delete, are delivered to the one host that runs it and to no other host's consumer; so is a
+//! Delete stored without naming its hosts (by an earlier krane, or a tool), found from the
+//! gateway's record.
 
 use krane_core::command::Command;
 use krane_core::names::{self, GatewayKey};
-use krane_proto::krane::v1::GatewayStatus;
 use krane_tests::client::gateway_request;
 use krane_tests::{Krane, Protocol, eventually, unique_namespace, wait_all_running, worker_config};
 use krane_worker::runtime::fake::FakeRuntime;
@@ -115,25 +115,38 @@ async fn a_command_reaches_only_the_hosts_it_concerns() {
         );
     }
 
-    // A command that does not name its hosts: every host looks.
-    let spec = krane_api::convert::spec_from_request(Some(&gateway_request(&namespace, "two", 1)))
-        .expect("spec");
+    // A command whose writer did not name the hosts (an earlier krane, a tool): it reaches
+    // the hosts the gateway's record names.
+    client
+        .create(Some(gateway_request(&namespace, "two", 1)))
+        .await
+        .expect("create");
+    wait_all_running(&client, &namespace, "two", 1, CONVERGE).await;
+    let holder = (0..hosts.len())
+        .find(|index| !runtimes[*index].container_names().is_empty())
+        .expect("a host runs the second gateway");
+    let mut before = Vec::new();
+    for host in &hosts {
+        before.push(work_delivered(&krane, host).await);
+    }
     let key = GatewayKey::new(&namespace, "two");
     krane
         .store
-        .publish_command(&Command::create(spec, Vec::new()), 1)
+        .publish_command(&Command::delete(&key), 1)
         .await
-        .expect("stored without naming hosts");
-    eventually("the gateway stored by a tool RUNNING", CONVERGE, || async {
-        let got = client.get(&key.namespace, &key.gateway_id).await.ok()?;
-        (got.instances.first()?.status == GatewayStatus::Running as i32).then_some(())
-    })
+        .expect("a Delete stored without naming hosts");
+    eventually(
+        "the replica removed by a tool's Delete",
+        CONVERGE,
+        || async { runtimes[holder].container_names().is_empty().then_some(()) },
+    )
     .await;
-    for host in &others {
+    for (index, host) in hosts.iter().enumerate() {
         let delivered = work_delivered(&krane, host).await;
-        assert!(
-            delivered >= 1,
-            "{host} did not hear of a command naming no hosts"
-        );
+        if index == holder {
+            assert!(delivered > before[index], "{host} ran it and heard nothing");
+        } else {
+            assert_eq!(delivered, before[index], "{host} ran nothing of it");
+        }
     }
 }

@@ -116,10 +116,8 @@ async fn consume(
             }
         };
         loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => break 'intake,
-                permit = permits.clone().acquire_owned() => permit?,
-            };
+            // The message first, then a slot: a source with nothing to deliver holds no slot
+            // the other one could use.
             let next = tokio::select! {
                 _ = stop.cancelled() => break 'intake,
                 next = messages.next() => next,
@@ -136,6 +134,13 @@ async fn consume(
                     warn!(?source, "the consumer ended; reopening it");
                     continue 'intake;
                 }
+            };
+            let permit = tokio::select! {
+                _ = stop.cancelled() => {
+                    ack(&message, AckKind::Nak(None)).await;
+                    break 'intake;
+                }
+                permit = permits.clone().acquire_owned() => permit?,
             };
             let handler = handler.clone();
             tracker.spawn(async move {

@@ -37,8 +37,8 @@ pub struct Route {
     pub here: bool,
 }
 
-/// The route of a command that concerns `concerns` (`None`: its writer did not say, so every
-/// host `everyone` names), dispatched by host `me`.
+/// The route of a command that concerns `concerns` (`None`: its writer did not say, so the
+/// hosts `everyone` names), dispatched by host `me`.
 pub fn route(
     concerns: Option<BTreeSet<String>>,
     everyone: impl FnOnce() -> BTreeSet<String>,
@@ -101,7 +101,7 @@ impl Handler {
         let me = self.worker.host.host_id.as_str();
         let route = route(
             work::concerns(message.headers.as_ref()),
-            || self.everyone(key),
+            || self.everyone(key, command),
             command.has_unplaced(),
             me,
         );
@@ -146,20 +146,18 @@ impl Handler {
         }
     }
 
-    /// Every host that may hold something of the gateway: the live hosts, and those its record
-    /// places or reports replicas on (for a command whose writer did not name the hosts).
-    fn everyone(&self, key: &GatewayKey) -> BTreeSet<String> {
-        let worker = &self.worker;
-        let mut hosts: BTreeSet<String> = worker
-            .hosts
-            .snapshot()
-            .into_iter()
-            .map(|host| host.host_id)
-            .collect();
-        hosts.insert(worker.host.host_id.clone());
-        if let Some(record) = worker.records.get(key) {
-            let placed = record.intent.placement().iter().filter(|h| !h.is_empty());
-            hosts.extend(placed.cloned());
+    /// The hosts a command whose writer did not name them concerns, as far as this worker
+    /// knows: those it places replicas on, and those the gateway's record places or reports
+    /// replicas on. A host holding a container nothing recorded is found by its own resync.
+    fn everyone(&self, key: &GatewayKey, command: &Command) -> BTreeSet<String> {
+        let placed = |command: &Command| -> Vec<String> {
+            (0..command.wanted_replicas())
+                .filter_map(|replica| command.host_of(replica).map(str::to_string))
+                .collect()
+        };
+        let mut hosts: BTreeSet<String> = placed(command).into_iter().collect();
+        if let Some(record) = self.worker.records.get(key) {
+            hosts.extend(placed(&record.intent));
             hosts.extend(record.live_observations().map(|seen| seen.host_id.clone()));
         }
         hosts
