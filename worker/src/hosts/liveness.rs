@@ -4,7 +4,9 @@
 //! must not be read as the loss of every host; and unless more than half of the known hosts
 //! have gone *quiet* (unheard for half a host timeout, more than one heartbeat interval) at
 //! once, which says more about the network or NATS than about the hosts (Kubernetes' node
-//! lifecycle controller stops evicting in a fully disrupted zone for the same reason).
+//! lifecycle controller stops evicting in a fully disrupted zone for the same reason). After a
+//! disruption, no host is lost for one more host timeout: the quiet hosts come back one by one
+//! (each at its next heartbeat), and the last ones must not be judged lost, alone, in between.
 //!
 //! Counting quiet hosts, not only expired ones, is what judges hosts that went quiet together
 //! together without waiting: their last heartbeats are up to one interval apart, so when the
@@ -44,6 +46,8 @@ pub enum Judgement {
 pub struct Liveness {
     host_timeout: Duration,
     last_heard: BTreeMap<String, Instant>,
+    /// When a judgement last found the known hosts disrupted.
+    last_disrupted: Option<Instant>,
 }
 
 impl Liveness {
@@ -51,6 +55,7 @@ impl Liveness {
         Self {
             host_timeout,
             last_heard: BTreeMap::new(),
+            last_disrupted: None,
         }
     }
 
@@ -115,10 +120,17 @@ impl Liveness {
             .map(|(host, _)| host.clone())
             .collect();
         if quiet.len() * 2 > self.last_heard.len() {
+            self.last_disrupted = Some(now);
             return Judgement::Disrupted {
                 known: self.last_heard.len(),
                 quiet,
             };
+        }
+        if self
+            .last_disrupted
+            .is_some_and(|at| now.saturating_duration_since(at) < self.host_timeout)
+        {
+            return Judgement::TooSoon(expired);
         }
         Judgement::Lost(expired)
     }
@@ -245,6 +257,33 @@ mod tests {
                 quiet: vec!["b".into(), "c".into()],
                 known: 3
             }
+        );
+    }
+
+    #[test]
+    fn hosts_back_from_a_disruption_one_by_one_leave_the_last_a_host_timeout() {
+        let start = Instant::now();
+        let mut liveness = heard_at(start, &[("a", ZERO), ("b", ZERO), ("c", ZERO)]);
+        liveness.heard([("a", start + TIMEOUT)]);
+        let disrupted = start + TIMEOUT;
+        assert!(matches!(
+            liveness.judge(disrupted, well()),
+            Judgement::Disrupted { .. }
+        ));
+        // b heartbeats again; c not yet: one quiet host of three is no disruption, but c
+        // was quiet with the others and gets a host timeout to come back.
+        let b_back = disrupted + TIMEOUT / 3;
+        liveness.heard([("a", b_back), ("b", b_back)]);
+        assert_eq!(
+            liveness.judge(b_back, well()),
+            Judgement::TooSoon(vec!["c".into()])
+        );
+        // Still unheard a host timeout after the disruption: c is lost.
+        let later = disrupted + TIMEOUT;
+        liveness.heard([("a", later), ("b", later)]);
+        assert_eq!(
+            liveness.judge(later, well()),
+            Judgement::Lost(vec!["c".into()])
         );
     }
 
