@@ -101,7 +101,10 @@ async fn consume(
     'intake: loop {
         let mut messages = match handler.open(source).await {
             Ok(messages) => {
-                info!(?source, "consuming");
+                match source {
+                    Source::Dispatch => info!("consuming commands to dispatch"),
+                    Source::Work => info!("consuming the work addressed to this host"),
+                }
                 reopen_delay = Duration::from_millis(500);
                 messages
             }

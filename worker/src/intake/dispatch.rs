@@ -124,7 +124,9 @@ impl Handler {
                     return;
                 }
             };
-            if !matches!(outcome, Ok(Outcome::Converged)) {
+            if matches!(outcome, Ok(Outcome::Converged)) {
+                metrics::command("converged");
+            } else {
                 // Not done at once (a failure, a rollout's wait, NATS trouble): this host's
                 // own intake takes it on, with its retries and delays.
                 debug!(
