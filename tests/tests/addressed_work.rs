@@ -141,11 +141,10 @@ async fn a_command_reaches_only_the_hosts_it_concerns() {
         || async { runtimes[holder].container_names().is_empty().then_some(()) },
     )
     .await;
+    // (The holder heard it as work, or took the Delete from the dispatch itself.)
     for (index, host) in hosts.iter().enumerate() {
-        let delivered = work_delivered(&krane, host).await;
-        if index == holder {
-            assert!(delivered > before[index], "{host} ran it and heard nothing");
-        } else {
+        if index != holder {
+            let delivered = work_delivered(&krane, host).await;
             assert_eq!(delivered, before[index], "{host} ran nothing of it");
         }
     }
