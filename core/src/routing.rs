@@ -44,8 +44,8 @@ pub fn concerned_hosts(replaced: Replaced<'_>, command: &Command) -> Option<BTre
     )
 }
 
-/// The hosts `command` places at least one replica on.
-fn placed_hosts(command: &Command) -> impl Iterator<Item = &str> {
+/// The hosts `command` places at least one replica on (a host once per replica).
+pub fn placed_hosts(command: &Command) -> impl Iterator<Item = &str> {
     (0..command.wanted_replicas()).filter_map(|replica| command.host_of(replica))
 }
 

@@ -19,6 +19,7 @@ use async_nats::jetstream::{AckKind, Message};
 use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::names::GatewayKey;
+use krane_core::routing;
 use krane_store::work;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -152,14 +153,10 @@ impl Handler {
     /// knows: those it places replicas on, and those the gateway's record places or reports
     /// replicas on. A host holding a container nothing recorded is found by its own resync.
     fn everyone(&self, key: &GatewayKey, command: &Command) -> BTreeSet<String> {
-        let placed = |command: &Command| -> Vec<String> {
-            (0..command.wanted_replicas())
-                .filter_map(|replica| command.host_of(replica).map(str::to_string))
-                .collect()
-        };
-        let mut hosts: BTreeSet<String> = placed(command).into_iter().collect();
+        let mut hosts: BTreeSet<String> =
+            routing::placed_hosts(command).map(str::to_string).collect();
         if let Some(record) = self.worker.records.get(key) {
-            hosts.extend(placed(&record.intent));
+            hosts.extend(routing::placed_hosts(&record.intent).map(str::to_string));
             hosts.extend(record.live_observations().map(|seen| seen.host_id.clone()));
         }
         hosts
