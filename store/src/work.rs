@@ -24,7 +24,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Header of a command naming the hosts it concerns (comma-separated, maybe none). A command
-/// without it (stored by an earlier krane, or by a tool) concerns every host.
+/// without it (stored by an earlier krane, or by a tool) goes to the hosts its gateway's
+/// record names (the dispatch decides).
 pub const CONCERNS_HEADER: &str = "Krane-Concerns";
 /// Header of a work message: the command's sequence on the commands stream.
 pub const COMMAND_SEQ_HEADER: &str = "Krane-Command-Seq";
@@ -114,6 +115,9 @@ impl Store {
         body: &Bytes,
         hosts: &BTreeSet<String>,
     ) -> Result<()> {
+        if hosts.is_empty() {
+            return Ok(());
+        }
         self.ensure_connected()?;
         let mut acks = Vec::with_capacity(hosts.len());
         for host in hosts {

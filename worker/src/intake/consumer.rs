@@ -20,6 +20,7 @@ use krane_core::event::ObservedState;
 use krane_core::names::GatewayKey;
 use krane_store::{StoreError, work};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,6 +68,7 @@ pub async fn run(
         settings: settings.clone(),
         hand_back: CancellationToken::new(),
         attempts: Attempts::default(),
+        legacy_removed: AtomicBool::new(false),
     });
     let (work, dispatch) = tokio::join!(
         consume(Source::Work, &handler, &permits, &tracker, &stop),
@@ -163,11 +165,13 @@ pub(super) struct Handler {
     pub(super) settings: ConsumerSettings,
     pub(super) hand_back: CancellationToken,
     attempts: Attempts,
+    /// Set once the per-host consumer of the commands stream an earlier krane made is gone.
+    legacy_removed: AtomicBool,
 }
 
 impl Handler {
     /// Opens the consumer of `source`. The work consumer replaces the per-host consumer of
-    /// the commands stream an earlier krane made, which is removed once it opened.
+    /// the commands stream an earlier krane made, which is removed the first time it opened.
     async fn open(&self, source: Source) -> Result<consumer::pull::Stream, StoreError> {
         let store = &self.worker.store;
         let batch = fetch_batch(self.settings.concurrency);
@@ -185,7 +189,10 @@ impl Handler {
                         batch,
                     )
                     .await?;
-                store.remove_legacy_intake(name).await?;
+                if !self.legacy_removed.load(Ordering::Relaxed) {
+                    store.remove_legacy_intake(name).await?;
+                    self.legacy_removed.store(true, Ordering::Relaxed);
+                }
                 Ok(messages)
             }
         }
@@ -205,22 +212,15 @@ impl Handler {
         };
         // The command's sequence on the commands stream (0: unknown, always reconciled).
         let seq = work::command_seq(message.headers.as_ref()).unwrap_or(0);
-        let command: Command = match codec::decode(&message.payload) {
-            Ok(command) => command,
-            Err(error) => {
-                // Not ours to fix by retrying; terminate it and keep it in the stream.
-                error!(subject = %message.subject, %error, "undecodable command; terminating it");
-                let decision = policy::decide(&Handled::Undecodable, self.history(seq, deliveries));
-                metrics::command(decision.label());
-                ack(&message, AckKind::Term).await;
-                return;
-            }
+        let Some(command) = self.decoded(&message, seq, deliveries).await else {
+            return;
         };
         let key = command.key();
-        // A child of the call (or scheduling decision) that stored the command.
+        // A child of the dispatch that addressed the work.
         let span = info_span!(
             "command",
             otel.kind = "consumer",
+            stage = "work",
             namespace = %key.namespace,
             gateway = %key.gateway_id,
             seq,
@@ -283,6 +283,27 @@ impl Handler {
         }
         self.carry_out(delivery, decision, &reason, engine_error)
             .await;
+    }
+
+    /// The command a delivery carries; `None` when it does not decode: then the delivery is
+    /// terminated (not ours to fix by retrying; the message stays in its stream, and nothing
+    /// is removed on a guess).
+    pub(super) async fn decoded(
+        &self,
+        message: &Message,
+        seq: u64,
+        deliveries: i64,
+    ) -> Option<Command> {
+        match codec::decode(&message.payload) {
+            Ok(command) => Some(command),
+            Err(error) => {
+                error!(subject = %message.subject, %error, "undecodable command; terminating its delivery");
+                let decision = policy::decide(&Handled::Undecodable, self.history(seq, deliveries));
+                metrics::command(decision.label());
+                ack(message, AckKind::Term).await;
+                None
+            }
+        }
     }
 
     fn history(&self, seq: u64, deliveries: i64) -> History {

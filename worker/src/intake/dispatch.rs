@@ -12,11 +12,9 @@
 //! one reads.
 
 use super::consumer::{Handler, ack, keep_alive};
-use super::policy::{self, Handled, History};
 use crate::metrics;
 use crate::reconcile::Outcome;
 use async_nats::jetstream::{AckKind, Message};
-use krane_core::codec;
 use krane_core::command::Command;
 use krane_core::names::GatewayKey;
 use krane_core::routing;
@@ -24,7 +22,7 @@ use krane_store::work;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 /// How soon a dispatch whose work could not be stored is tried again.
 const RETRY_DISPATCH: Duration = Duration::from_secs(1);
@@ -58,21 +56,8 @@ impl Handler {
     /// Dispatches one delivery of the dispatch consumer; `slot` is held meanwhile.
     pub(super) async fn dispatch(&self, message: Message, slot: OwnedSemaphorePermit) {
         let seq = message.info().map_or(0, |info| info.stream_sequence);
-        let command: Command = match codec::decode(&message.payload) {
-            Ok(command) => command,
-            Err(error) => {
-                // Nothing to address, nothing to remove: it stays in the stream, unread.
-                error!(subject = %message.subject, %error, "undecodable command; not dispatching it");
-                let history = History {
-                    attempts: 0,
-                    max_attempts: self.settings.max_attempts,
-                    deliveries: 1,
-                    engine_up: true,
-                };
-                metrics::command(policy::decide(&Handled::Undecodable, history).label());
-                ack(&message, AckKind::Term).await;
-                return;
-            }
+        let Some(command) = self.decoded(&message, seq, 1).await else {
+            return;
         };
         let key = command.key();
         // A child of the call (or scheduling decision) that stored the command; the work it
